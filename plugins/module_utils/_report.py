@@ -1,0 +1,99 @@
+# Copyright (c) sessionguard.mosh contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Turning processes and sessions into compact, JSON-safe result entries.
+
+Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+Do not use this from other collections or standalone plugins/modules!
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import CLK_TCK, boot_time
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import name_of
+
+# Results travel as AWX job events; long command lines are cut to keep them small.
+CMDLINE_MAX = 256
+
+
+def short(text, limit=CMDLINE_MAX):
+    return text if len(text) <= limit else text[:limit - 3] + '...'
+
+
+class Clock(object):
+    """Converts process start ticks to wall-clock time, once per run."""
+
+    def __init__(self):
+        self.boot = boot_time()
+        self.now = time.time()
+
+    def started(self, proc):
+        return self.boot + proc.start_ticks / float(CLK_TCK)
+
+    def iso(self, proc):
+        ts = datetime.datetime.fromtimestamp(int(self.started(proc)), datetime.timezone.utc)
+        return ts.strftime('%Y-%m-%dT%H:%M:%SZ')
+
+    def age(self, proc):
+        return max(0, int(self.now - self.started(proc)))
+
+
+_NAMES = {}
+
+
+def user_of(uid):
+    if uid not in _NAMES:
+        _NAMES[uid] = name_of(uid)
+    return _NAMES[uid]
+
+
+def proc_entry(proc, **extra):
+    entry = {'pid': proc.pid, 'uid': proc.uid, 'user': user_of(proc.uid), 'cmdline': short(proc.command)}
+    entry.update(extra)
+    return entry
+
+
+def tcp_peer(snap, proc):
+    """(remote ip, remote port) of the first connected TCP socket ``proc`` holds, or (None, None)."""
+    table = snap.socket_table(proc, 'tcp')
+    for inode in sorted(proc.fds.sockets):
+        if inode in table:
+            remote = table[inode][1]
+            if remote[1]:
+                return remote
+    return None, None
+
+
+def client_address(session, snap, utmp):
+    """(address, source) of the session's client: mosh from utmp (a hint), ssh from its socket."""
+    if session.kind == 'mosh':
+        return utmp.last_client(session.leader.pid)
+    if session.kind == 'ssh':
+        ip, _port = tcp_peer(snap, session.leader)
+        return ip, ('socket' if ip else None)
+    return None, None
+
+
+def session_entry(session, procs, clock, utmp, snap, handles=None, signal=None):
+    """One session of a revoke result: who, what kind, where from, and the processes ended."""
+    ended = {}
+    for h in handles or ():
+        ended[h.pid] = h.ended_by
+    leader = session.leader if session is not None else None
+    uid = session.uid if session is not None else (procs[0].uid if procs else None)
+    address, source = client_address(session, snap, utmp) if leader is not None else (None, None)
+    return {
+        'user': user_of(uid) if uid is not None else None,
+        'uid': uid,
+        'kind': session.kind if session is not None else 'other',
+        'leader_pid': leader.pid if leader is not None else None,
+        'client_address': address,
+        'client_address_source': source,
+        'tty': session.tty if session is not None else None,
+        'started': clock.iso(leader) if leader is not None else None,
+        'processes': [proc_entry(p, signal=ended.get(p.pid, signal)) for p in procs],
+    }

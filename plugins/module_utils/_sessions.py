@@ -1,0 +1,305 @@
+# Copyright (c) sessionguard.mosh contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Session discovery on top of a process snapshot: mosh servers, SSH logins, and what is tied to them.
+
+Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+Do not use this from other collections or standalone plugins/modules!
+
+A process is tied to a session when it descends from the session's leader, shares its pty session
+or terminal, or carries the same kernel audit session id (set by pam_loginuid at login and inherited
+across fork, setsid, daemonizing and sudo) or the same logind ``session-N.scope``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import UNSET_ID
+
+MOSH_NAME = 'mosh-server'
+# Every mosh-server build prints this line; copies, renames and private builds keep it.
+MOSH_SIGNATURE = b'MOSH CONNECT'
+SSHD_NAMES = ('sshd', 'sshd-session', 'sshd-auth')
+# "sshd: bob [priv]", "sshd-session: bob@pts/0", "sshd: bob@notty" (OpenSSH before and after 9.8).
+_SSHD_TITLE = re.compile(r'^(?P<prog>sshd(?:-session|-auth)?): (?P<user>[^\s@\[]+)(?:@(?P<tty>\S+))?(?P<tag> \[\w+\])?')
+_SIG_SCAN_LIMIT = 64 << 20
+
+
+def _has_signature(path):
+    try:
+        with open(path, 'rb') as f:
+            tail = b''
+            read = 0
+            while read < _SIG_SCAN_LIMIT:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    return False
+                if MOSH_SIGNATURE in tail + chunk:
+                    return True
+                tail = chunk[-len(MOSH_SIGNATURE):]
+                read += len(chunk)
+    except OSError:
+        return False
+    return False
+
+
+class ExeJudge(object):
+    """Decides whether a process image is a mosh-server, caching by file identity."""
+
+    def __init__(self):
+        self._cache = {}
+        self.system = []
+        for d in os.environ.get('PATH', '/usr/bin:/bin').split(':') + ['/usr/bin', '/usr/local/bin']:
+            path = os.path.join(d, MOSH_NAME)
+            if os.path.isfile(path):
+                real = os.path.realpath(path)
+                if real not in self.system:
+                    self.system.append(real)
+
+    def _key(self, pid):
+        try:
+            st = os.stat('/proc/%d/exe' % pid)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def is_mosh(self, proc):
+        key = self._key(proc.pid)
+        if key is None:
+            return proc.name == MOSH_NAME
+        if key not in self._cache:
+            self._cache[key] = _has_signature('/proc/%d/exe' % proc.pid)
+        return self._cache[key]
+
+    def same_image(self, a, b):
+        ka, kb = self._key(a.pid), self._key(b.pid)
+        return ka is not None and ka == kb
+
+    def describe(self, proc):
+        """How the server's binary and name compare with the installed mosh-server."""
+        base = os.path.basename(proc.argv0.split(' ')[0]) if proc.argv0 else ''
+        renamed = proc.name != MOSH_NAME or base != MOSH_NAME
+        copied = proc.exe is not None and os.path.realpath(proc.exe) not in self.system
+        if not copied and proc.exe and not proc.exe_deleted:
+            copied = self._key(proc.pid) != _stat_key(proc.exe)
+        return {'exe': proc.exe, 'exe_deleted': bool(proc.exe_deleted), 'renamed': renamed,
+                'copied': bool(copied), 'suspicious': bool(renamed or copied or proc.exe_deleted)}
+
+
+def _stat_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _label(value):
+    return value if value not in (None, UNSET_ID, -1) else None
+
+
+class Session(object):
+    """A login to end or report: a mosh server, an SSH connection, or (scope all) the rest."""
+
+    def __init__(self, kind, uid, leader, snap):
+        self.kind = kind
+        self.uid = uid
+        self.leader = leader          # Proc, or None for the 'other' bucket
+        self.members = []             # Procs tied to this session, leader first
+        self.tty = None
+        self.pty_index = None
+        self.child = None             # mosh: the pty session leader (the shell, or the pre-exec copy)
+        self.audit_session = _label(leader.audit_session) if leader else None
+        self.logind_session = leader.logind_session if leader else None
+        self._snap = snap
+
+    @property
+    def pids(self):
+        return [p.pid for p in self.members]
+
+    def labels(self):
+        """What later scans use to find processes tied to this session after its leader is gone."""
+        out = {'sids': set(), 'ttys': set(), 'audit': set(), 'logind': set()}
+        for p in self.members:
+            if p.sid > 1:
+                out['sids'].add(p.sid)
+        if self.tty:
+            out['ttys'].add(self.tty)
+        if self.audit_session is not None:
+            out['audit'].add(self.audit_session)
+        if self.logind_session:
+            out['logind'].add(self.logind_session)
+        return out
+
+
+def _find_sshd_connection(snap, proc):
+    """The per-connection sshd (``[priv]`` monitor) for a process of a login, or None."""
+    for pid in snap.ancestors(proc.pid)[1:]:
+        p = snap.get(pid)
+        if p is not None and is_sshd_connection(p):
+            return p
+    return None
+
+
+def is_sshd_connection(proc):
+    """True for the privileged per-connection sshd process of an authenticated login."""
+    if proc.name not in SSHD_NAMES and os.path.basename(proc.exe or '') not in SSHD_NAMES:
+        return False
+    if proc.uid != 0:
+        return False
+    m = _SSHD_TITLE.match(proc.argv0)
+    return bool(m) and m.group('tag') == ' [priv]'
+
+
+class Discovery(object):
+    """Finds sessions in one snapshot.
+
+    ``uids``: only sessions of these users (None: every user). ``exclude``: PIDs never to include
+    (the module's own process and its ancestors).
+    """
+
+    def __init__(self, snap, uids=None, exclude=(), judge=None):
+        self.snap = snap
+        self.uids = set(uids) if uids is not None else None
+        self.exclude = set(exclude)
+        self.judge = judge or ExeJudge()
+        self.claimed = {}   # pid -> Session
+
+    def _wanted(self, proc):
+        return self.uids is None or proc.uid in self.uids or proc.euid in self.uids
+
+    # --- mosh -----------------------------------------------------------------------------
+    def is_mosh_server(self, proc):
+        """A process holding a UDP socket and a pty master whose image is a mosh-server."""
+        if proc.kernel_thread or proc.pid == 1 or proc.zombie:
+            return False
+        fds = proc.fds
+        if not fds.pty_masters or not fds.sockets:
+            return False
+        udp = self.snap.socket_table(proc, 'udp')
+        if not any(inode in udp for inode in fds.sockets):
+            return False
+        return self.judge.is_mosh(proc)
+
+    def mosh_servers(self):
+        return [p for p in self.snap if self._wanted(p) and self.is_mosh_server(p)]
+
+    def mosh_session(self, server):
+        s = Session('mosh', server.uid, server, self.snap)
+        kids = [self.snap.get(c) for c in self.snap.children.get(server.pid, ())]
+        kids = [k for k in kids if k is not None]
+        masters = [i for i in server.fds.pty_masters if i >= 0]
+        for k in kids:
+            if k.sid == k.pid:
+                s.child = k
+                break
+        if s.child is None and kids:
+            s.child = kids[0]
+        if s.child is not None and s.child.tty:
+            s.tty = s.child.tty
+        elif masters:
+            s.tty = 'pts/%d' % masters[0]
+        s.pty_index = masters[0] if masters else None
+        self._gather(s, roots=[server], sids={server.sid} | ({s.child.pid} if s.child else set()))
+        return s
+
+    # --- ssh ------------------------------------------------------------------------------
+    def ssh_connections(self):
+        out = []
+        for p in self.snap:
+            if not is_sshd_connection(p):
+                continue
+            uid = self._ssh_uid(p)
+            if uid is not None and (self.uids is None or uid in self.uids):
+                out.append((p, uid))
+        return out
+
+    def _ssh_uid(self, conn):
+        """The user of an sshd connection: its loginuid, else its user-owned child."""
+        if _label(conn.loginuid) is not None:
+            return conn.loginuid
+        for c in self.snap.descendants(conn.pid):
+            p = self.snap.get(c)
+            if p is not None and p.uid != 0:
+                return p.uid
+        return None
+
+    def ssh_session(self, conn, uid):
+        s = Session('ssh', uid, conn, self.snap)
+        for c in self.snap.descendants(conn.pid):
+            p = self.snap.get(c)
+            if p is not None and p.tty:
+                s.tty = p.tty
+                break
+        if s.tty is None:
+            m = _SSHD_TITLE.match(conn.argv0)
+            for c in self.snap.children.get(conn.pid, ()):
+                cm = _SSHD_TITLE.match(self.snap.get(c).argv0) if self.snap.get(c) else None
+                if cm and cm.group('tty') and cm.group('tty') != 'notty':
+                    s.tty = cm.group('tty')
+            del m
+        sids = set(self.snap.get(c).sid for c in self.snap.descendants(conn.pid) if self.snap.get(c))
+        self._gather(s, roots=[conn], sids=sids)
+        return s
+
+    # --- shared ---------------------------------------------------------------------------
+    def _gather(self, s, roots, sids):
+        """Collect the session's members: trees, pty session, terminal, audit and logind labels."""
+        sids = set(x for x in sids if x and x > 1)
+        picked = {}
+
+        def take(p):
+            if p.pid in picked or p.pid in self.exclude or p.pid == 1 or p.kernel_thread:
+                return
+            if p.pid in self.claimed and self.claimed[p.pid] is not s:
+                return
+            picked[p.pid] = p
+
+        for r in roots:
+            take(r)
+            for c in self.snap.descendants(r.pid):
+                take(self.snap.get(c))
+        for p in self.snap:
+            if p.sid in sids or (s.tty and p.tty == s.tty):
+                take(p)
+        for p in self.snap:
+            if s.audit_session is not None and p.audit_session == s.audit_session:
+                take(p)
+            elif s.logind_session and p.logind_session == s.logind_session:
+                take(p)
+        # Whatever descends from a member belongs to the session too.
+        for pid in list(picked):
+            for c in self.snap.descendants(pid):
+                take(self.snap.get(c))
+        lead = [s.leader] if s.leader is not None and s.leader.pid in picked else []
+        s.members = lead + sorted((p for p in picked.values() if p is not s.leader), key=lambda p: p.pid)
+        for p in s.members:
+            self.claimed[p.pid] = s
+
+    def sessions(self, kinds=('mosh',)):
+        """Sessions of the wanted users, mosh first so a process tied to both is reported as mosh."""
+        out = []
+        if 'mosh' in kinds:
+            for server in self.mosh_servers():
+                if server.pid not in self.claimed or self.claimed[server.pid].leader is server:
+                    out.append(self.mosh_session(server))
+        if 'ssh' in kinds:
+            for conn, uid in self.ssh_connections():
+                if conn.pid not in self.claimed:
+                    out.append(self.ssh_session(conn, uid))
+        return out
+
+    def unclaimed(self, uid):
+        """Live processes of ``uid`` that belong to no discovered session."""
+        return [p for p in self.snap if p.has_uid(uid) and p.pid not in self.claimed
+                and p.pid not in self.exclude and not p.zombie and not p.kernel_thread]
+
+    def other_session(self, uid):
+        s = Session('other', uid, None, self.snap)
+        s.members = self.unclaimed(uid)
+        for p in s.members:
+            self.claimed[p.pid] = s
+        return s

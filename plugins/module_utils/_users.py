@@ -1,0 +1,115 @@
+# Copyright (c) sessionguard.mosh contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Validating and resolving the users a task names.
+
+Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+Do not use this from other collections or standalone plugins/modules!
+"""
+
+from __future__ import annotations
+
+import pwd
+import re
+
+# Accepts what useradd accepts on Debian and RHEL (a trailing $ marks Samba machine accounts).
+NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$')
+NAME_RULE = ('a user name (letters, digits, "_", "." and "-", starting with a letter or "_", '
+             'at most 32 characters) or a numeric UID')
+MAX_UID = 4294967294
+# UIDs the kernel uses for "nobody" when a mapping fails; never a real person.
+OVERFLOW_UIDS = (65534, 4294967294)
+
+
+class UserError(ValueError):
+    pass
+
+
+class Target(object):
+    """A user to act on: ``name`` is None for a numeric UID with no account on this host."""
+
+    __slots__ = ('spec', 'uid', 'name')
+
+    def __init__(self, spec, uid, name):
+        self.spec, self.uid, self.name = spec, uid, name
+
+    @property
+    def label(self):
+        return self.name if self.name is not None else str(self.uid)
+
+
+def login_defs(path='/etc/login.defs'):
+    values = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and not parts[0].startswith('#'):
+                    values[parts[0]] = parts[1]
+    except OSError:
+        pass
+    return values
+
+
+def uid_min(path='/etc/login.defs'):
+    try:
+        return int(login_defs(path).get('UID_MIN', 1000))
+    except ValueError:
+        return 1000
+
+
+def resolve(specs, allow_system_users=False, login_defs_path='/etc/login.defs'):
+    """Validate every spec before anything happens; return (targets, absent names).
+
+    Raises UserError naming the bad value and what would be accepted.
+    """
+    if not specs:
+        raise UserError('users must name at least one user; got an empty list. Give %s.' % NAME_RULE)
+    lowest = uid_min(login_defs_path)
+    targets, absent, seen = [], [], set()
+    for raw in specs:
+        spec = str(raw).strip() if raw is not None else ''
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            spec = str(raw)
+        if spec.isdigit():
+            uid = int(spec)
+            if uid > MAX_UID:
+                raise UserError('users: %r is not a valid UID; UIDs go from 0 to %d.' % (raw, MAX_UID))
+            try:
+                name = pwd.getpwuid(uid).pw_name
+            except KeyError:
+                name = None
+        elif NAME_RE.match(spec):
+            try:
+                ent = pwd.getpwnam(spec)
+            except KeyError:
+                absent.append(spec)
+                continue
+            uid, name = ent.pw_uid, ent.pw_name
+        else:
+            raise UserError('users: %r is not a valid user; expected %s.' % (raw, NAME_RULE))
+        _check_system(raw, uid, lowest, allow_system_users)
+        if uid not in seen:
+            seen.add(uid)
+            targets.append(Target(spec, uid, name))
+    return targets, absent
+
+
+def _check_system(raw, uid, lowest, allow):
+    if allow:
+        return
+    if uid == 0:
+        raise UserError('users: %r is root (UID 0); refusing to act on root. '
+                        'Set allow_system_users=true to allow it.' % (raw,))
+    if uid < lowest or uid in OVERFLOW_UIDS:
+        raise UserError('users: %r has UID %d, a system account (below UID_MIN %d in /etc/login.defs, '
+                        'or the overflow UID); refusing. Name a regular user, or set '
+                        'allow_system_users=true.' % (raw, uid, lowest))
+
+
+def name_of(uid):
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return None
