@@ -161,6 +161,18 @@ def read_state(pid):
         return None
 
 
+def own_chain():
+    """This process and its ancestors: never signalled, whoever they belong to."""
+    chain, pid = [], os.getpid()
+    while pid > 0 and pid not in chain:
+        chain.append(pid)
+        try:
+            pid = parse_stat(_read(os.path.join(PROC, str(pid), 'stat')))['ppid']
+        except (OSError, ValueError, IndexError):
+            break
+    return chain
+
+
 def _text(raw):
     return raw.decode('utf-8', 'replace')
 

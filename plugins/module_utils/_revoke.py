@@ -14,7 +14,7 @@ import os
 import re
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import Snapshot, make_reader
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import Snapshot, make_reader, own_chain
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import proc_entry, session_entry, Clock
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, is_sshd_connection
 from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
@@ -25,20 +25,6 @@ KINDS = {'mosh': ('mosh',), 'interactive': ('mosh', 'ssh'), 'all': ('mosh', 'ssh
 # Time for mosh-server to carry a message written to the pty to its client before the freeze.
 MESSAGE_DELAY = 1.0
 _CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f]')
-
-
-def own_chain():
-    """This process and its ancestors: never signalled, whoever they belong to."""
-    chain, pid = [], os.getpid()
-    while pid > 0 and pid not in chain:
-        chain.append(pid)
-        try:
-            with open('/proc/%d/stat' % pid, 'rb') as f:
-                data = f.read().decode('utf-8', 'replace')
-            pid = int(data[data.rindex(')') + 2:].split()[1])
-        except (OSError, ValueError, IndexError):
-            break
-    return chain
 
 
 class Plan(object):

@@ -1,0 +1,248 @@
+#!/usr/bin/python
+# Copyright (c) sessionguard.mosh contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: session_facts
+short_description: Audit live mosh (and SSH) sessions on a host as facts
+description:
+  - Sets C(ansible_facts['sessionguard_sessions']), a list of the live mosh sessions on the host - who, since when,
+    on which UDP port, in what state, from which client address, launched from which SSH connection, and what is
+    tied to each session.
+  - Renamed, copied and deleted mosh-server binaries are found and flagged.
+  - With O(include_ssh=true) SSH logins are listed too.
+  - Sets C(ansible_facts['sessionguard_orphans']), per user the processes tied to no live login, such as a
+    C(nohup) job whose session is gone.
+author:
+  - sessionguard maintainers (@sessionguard)
+extends_documentation_fragment:
+  - sessionguard.mosh._target
+attributes:
+  check_mode:
+    support: full
+    details:
+      - This module does not modify state.
+  diff_mode:
+    support: N/A
+    details:
+      - This module does not modify state.
+  facts:
+    support: full
+  platform:
+    platforms: linux
+options:
+  users:
+    description:
+      - Only report sessions and orphans of these users, as names or numeric UIDs.
+      - When omitted, every user's sessions are reported, and orphans of users with a UID of at least C(UID_MIN).
+    type: list
+    elements: raw
+  include_ssh:
+    description:
+      - Also report SSH logins (per-connection C(sshd) or C(sshd-session) processes).
+    type: bool
+    default: false
+notes:
+  - O(users) entries that do not exist on the host are ignored; fleets differ.
+seealso:
+  - module: sessionguard.mosh.revoke_sessions
+"""
+
+EXAMPLES = r"""
+---
+- name: Audit mosh sessions
+  sessionguard.mosh.session_facts:
+  become: true
+
+- name: List who is attached and from where
+  ansible.builtin.debug:
+    msg: "{{ item.user }} {{ item.state }} {{ item.client_ip | default('unknown', true) }}"
+  loop: "{{ ansible_facts['sessionguard_sessions'] }}"
+
+- name: Audit bob's mosh and SSH sessions
+  sessionguard.mosh.session_facts:
+    users: [bob]
+    include_ssh: true
+  become: true
+
+- name: Fail when a renamed or copied mosh-server runs
+  ansible.builtin.assert:
+    that: ansible_facts['sessionguard_sessions'] | selectattr('suspicious', 'defined') | selectattr('suspicious') | list | length == 0
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts about live sessions.
+  returned: always
+  type: dict
+  contains:
+    sessionguard_sessions:
+      description:
+        - One entry per live session. Mosh sessions have C(kind=mosh); with O(include_ssh=true) SSH logins
+          follow with C(kind=ssh) and only the common keys plus C(client_ip) and C(client_port).
+      returned: always
+      type: list
+      elements: dict
+      sample:
+        - kind: mosh
+          user: bob
+          uid: 1001
+          leader_pid: 4242
+          server_pid: 4242
+          exe: /usr/bin/mosh-server
+          exe_deleted: false
+          renamed: false
+          copied: false
+          suspicious: false
+          cmdline: mosh-server new -c 256 -s -l LANG=C.UTF-8
+          started: "2026-11-28T04:31:07Z"
+          age_seconds: 512
+          udp_port: 60001
+          bind_address: 192.0.2.1
+          tty: pts/3
+          state: attached
+          state_source: utmp
+          detached_seconds: null
+          client_ip: 198.51.100.7
+          client_ip_source: utmp
+          client_ip_note: written to utmp by mosh-server; the user can influence it, so it is a hint, not proof
+          ssh_connection: {client_ip: 198.51.100.7, client_port: 50122, server_ip: 192.0.2.1, server_port: 22}
+          audit_session: 17
+          logind_session: null
+          process_count: 3
+          processes: [{pid: 4243, uid: 1001, user: bob, cmdline: "-bash"}]
+          processes_truncated: false
+      contains:
+        kind:
+          description: V(mosh) or V(ssh).
+          type: str
+        user:
+          description: User name; null for a UID with no account.
+          type: str
+        uid:
+          description: Numeric user id.
+          type: int
+        leader_pid:
+          description: PID of the mosh-server daemon, or of the per-connection sshd for SSH logins.
+          type: int
+        server_pid:
+          description: PID of the mosh-server daemon (mosh only).
+          type: int
+        exe:
+          description: Path of the server's executable (mosh only).
+          type: str
+        exe_deleted:
+          description: The executable was deleted after the server started (mosh only).
+          type: bool
+        renamed:
+          description: The process name or argv[0] is not C(mosh-server) (mosh only).
+          type: bool
+        copied:
+          description: The executable is not the installed mosh-server (mosh only).
+          type: bool
+        suspicious:
+          description: Any of C(renamed), C(copied), C(exe_deleted) (mosh only).
+          type: bool
+        started:
+          description: Start time, ISO 8601 UTC.
+          type: str
+        age_seconds:
+          description: Seconds since start.
+          type: int
+        udp_port:
+          description: UDP port the server listens on (mosh only).
+          type: int
+        bind_address:
+          description: Address the UDP socket is bound to (mosh only).
+          type: str
+        tty:
+          description: The session's terminal.
+          type: str
+        state:
+          description:
+            - V(connecting) before a client reached the server, V(attached), V(detached) (no client packet for 30 s),
+              V(shell_exited), or V(unknown) where utmp has no record (mosh only).
+          type: str
+        state_source:
+          description: What the state was derived from, V(process) or V(utmp) (mosh only).
+          type: str
+        detached_seconds:
+          description: Seconds since the last client contact, when V(detached) and derivable (mosh only).
+          type: int
+        client_ip:
+          description: Last known client IP. For mosh from utmp or wtmp (a hint); for SSH from the socket.
+          type: str
+        client_ip_source:
+          description: V(utmp) or V(wtmp) (mosh only).
+          type: str
+        client_ip_note:
+          description: Why a mosh client IP is only a hint (mosh only).
+          type: str
+        client_port:
+          description: Client TCP port (SSH only).
+          type: int
+        ssh_connection:
+          description: The SSH connection the server was launched from (C(SSH_CONNECTION) at launch; mosh only).
+          type: dict
+        audit_session:
+          description: Kernel audit session id of the login, or null where unset.
+          type: int
+        logind_session:
+          description: logind session id from the cgroup, or null.
+          type: str
+        process_count:
+          description: Number of processes tied to the session, leader excluded.
+          type: int
+        processes:
+          description: Up to 20 of those processes, with pid, uid, user and command line.
+          type: list
+          elements: dict
+        processes_truncated:
+          description: More processes were tied than listed.
+          type: bool
+    sessionguard_orphans:
+      description: Per user, live processes tied to no live login.
+      returned: always
+      type: list
+      elements: dict
+      sample:
+        - {user: bob, uid: 1001, process_count: 1, processes: [{pid: 5003, uid: 1001, user: bob, cmdline: "sleep 1000"}],
+           processes_truncated: false}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._audit import audit
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            users=dict(type='list', elements='raw'),
+            include_ssh=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    uids = None
+    if module.params['users'] is not None:
+        try:
+            # Auditing is read-only, so system users may be named.
+            targets, _absent = resolve(module.params['users'], allow_system_users=True)
+        except UserError as e:
+            module.fail_json(msg=str(e))
+        uids = [t.uid for t in targets]
+    found = audit(uids=uids, include_ssh=module.params['include_ssh'])
+    for err in found['utmp_errors']:
+        module.warn('could not read %s; client addresses and attach state may be missing' % err)
+    module.exit_json(changed=False, ansible_facts={
+        'sessionguard_sessions': found['sessions'],
+        'sessionguard_orphans': found['orphans'],
+    })
+
+
+if __name__ == '__main__':
+    main()
