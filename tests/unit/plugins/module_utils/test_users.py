@@ -1,0 +1,44 @@
+# Copyright (c) sessionguard.mosh contributors
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
+
+
+@pytest.mark.parametrize('spec, needle', [
+    ([], 'empty list'),
+    (['root'], "'root' is root"),
+    ([0], "0 is root"),
+    (['daemon'], "'daemon' has UID 1"),
+    (['bad name'], "'bad name' is not a valid user"),
+    (['-rf'], "'-rf' is not a valid user"),
+    (['x' * 40], 'is not a valid user'),
+    ([99999999999], 'is not a valid UID'),
+])
+def test_bad_users_are_refused_with_the_value_named(spec, needle):
+    with pytest.raises(UserError) as e:
+        resolve(spec)
+    assert needle in str(e.value)
+
+
+def test_absent_names_and_unknown_uids():
+    targets, absent = resolve(['no-such-user-sg', 4000000])
+    assert absent == ['no-such-user-sg']
+    assert [(t.uid, t.name) for t in targets] == [(4000000, None)]
+
+
+def test_system_users_allowed_when_asked():
+    targets, _absent = resolve(['root'], allow_system_users=True)
+    assert targets[0].uid == 0
+
+
+def test_login_defs_uid_min_is_honoured(tmp_path):
+    defs = tmp_path / 'login.defs'
+    defs.write_text('UID_MIN 5000000\n')
+    with pytest.raises(UserError) as e:
+        resolve([4000000], login_defs_path=str(defs))
+    assert 'UID_MIN 5000000' in str(e.value)
