@@ -1,0 +1,213 @@
+"""Real mosh sessions: the ``mosh`` wrapper and ``mosh-client`` run in a private tmux.
+
+The session goes through the test sshd like a user's would, so the
+mosh-server daemon carries the login's audit loginuid/sessionid.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+from . import procfs, utmp
+from .host import HarnessError
+from .tmux import Terminal
+from .waiting import Stopwatch, wait_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sshd import Sshd
+    from .users import TestUser
+
+PROMPT_RE = r"[$#]\s*$"
+MOSH_EXITING = "[mosh is exiting.]"
+
+
+def install_server_copy(user: "TestUser", rel_path: str = ".cache/x/kworker",
+                        source: str = "/usr/bin/mosh-server") -> str:
+    """Copy the mosh-server binary into the user's home (owned by the user). Returns the path."""
+    return user.install_file(source, rel_path, 0o755)
+
+
+def spoofed_server(user: "TestUser", rel_path: str = ".cache/x/kworker",
+                   argv0: str = "[kworker/0:1]", source: str = "/usr/bin/mosh-server") -> str:
+    """Install a renamed mosh-server copy and return the matching ``mosh --server=`` value.
+
+    mosh pastes ``--server`` unquoted in front of ``'new' '-c' ...`` in the remote
+    command, which sshd runs with ``bash -c``; so ``exec -a ARGV0 ~/PATH`` makes
+    the daemon's comm the file name (``kworker``) and its argv[0] ``ARGV0``.
+    """
+    install_server_copy(user, rel_path, source)
+    return f"exec -a {shlex.quote(argv0)} ~/{rel_path}"
+
+
+class MoshSession:
+    """One ``mosh user@host`` run inside its own tmux server.
+
+    Lifecycle: ``start()`` then ``wait_connected()`` (the factory does both).
+    After connecting, ``server`` / ``shell`` / ``client`` are /proc snapshots
+    (pid + start time) and ``port`` the server's UDP port.
+    """
+
+    def __init__(self, sshd: "Sshd", user: "TestUser", state_dir: str,
+                 command: Optional[Sequence[str]] = None, server: Optional[str] = None,
+                 mosh_args: Sequence[str] = (), width: int = 160, height: int = 50) -> None:
+        self.sshd = sshd
+        self.user = user
+        self.state_dir = state_dir
+        self.command = list(command) if command else None
+        self.server_option = server
+        argv = ["mosh", f"--ssh={sshd.ssh_command_string(user)}"]
+        if server:
+            argv.append(f"--server={server}")
+        argv += list(mosh_args)
+        argv.append(f"{user.name}@{sshd.address}")
+        if self.command:
+            argv += ["--"] + self.command
+        self.argv = argv
+        self.term = Terminal(state_dir, argv, env={"LANG": "C.UTF-8"}, width=width, height=height)
+        self.client: Optional[procfs.Proc] = None
+        self.server: Optional[procfs.Proc] = None
+        self.shell: Optional[procfs.Proc] = None
+        self.port: Optional[int] = None
+        self.client_ip: Optional[str] = None
+        self.connect_seconds: Optional[float] = None
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> "MoshSession":
+        self._clock = Stopwatch()
+        self.term.start()
+        return self
+
+    def _diag(self) -> str:
+        return (f"mosh session {self.user.name}: exit={self.term.exit_status()} "
+                f"client={self.client} server={self.server}\nscreen:\n{self.term._safe_screen()}\n"
+                f"user processes:\n  " + "\n  ".join(str(p) for p in self.user.processes()) +
+                f"\nsshd log tail:\n{self.sshd.log_text()[-1200:]}")
+
+    def _find_client(self) -> Optional[procfs.Proc]:
+        if self.term.exit_status() is not None:
+            raise HarnessError("mosh exited before connecting: " + self._diag())
+        c = self.term.find_process("mosh-client")
+        if c is None or len(c.cmdline) < 3 or not c.cmdline[-1].isdigit():
+            return None
+        return c
+
+    def _find_server(self) -> Optional[procfs.Proc]:
+        # The daemon is the process holding both the UDP socket and the pty master;
+        # the short-lived first process and the pre-exec child hold only the socket.
+        for p in self.user.processes():
+            if self.port in procfs.udp_ports(p.pid) and procfs.has_ptmx(p.pid):
+                return p
+        return None
+
+    def _find_shell(self) -> Optional[procfs.Proc]:
+        """The server's pty child once it has exec'ed (argv differs from the server's)."""
+        if self.server is None or not self.server.alive():
+            return None
+        for c in procfs.children(self.server.pid):
+            if c.zombie:
+                continue
+            if c.cmdline and c.cmdline != self.server.cmdline:
+                return c
+        return None
+
+    def wait_connected(self, timeout: float = 30.0, prompt: Optional[str] = None) -> "MoshSession":
+        """Wait for client, server daemon and exec'ed shell; for a login shell also its prompt.
+
+        ``prompt`` is a regex (default: a line ending in ``$``/``#`` when no command was given;
+        pass ``""`` to skip the screen check).
+        """
+        self.client = wait_for(self._find_client, timeout, lambda: "mosh-client; " + self._diag())
+        self.port = int(self.client.cmdline[-1])
+        self.client_ip = self.client.cmdline[-2]
+        self.server = wait_for(self._find_server, timeout,
+                               lambda: f"a process of {self.user.name} bound to UDP {self.port}; "
+                               + self._diag())
+        self.shell = wait_for(self._find_shell, timeout, lambda: "shell exec'ed; " + self._diag())
+        if prompt is None and not self.command:
+            prompt = PROMPT_RE
+        if prompt:
+            self.term.wait_screen(prompt, timeout)
+        self.connect_seconds = self._clock.elapsed()
+        return self
+
+    # ------------------------------------------------------------------ handy ids
+    @property
+    def client_pid(self) -> Optional[int]:
+        return self.client.pid if self.client else None
+
+    @property
+    def server_pid(self) -> Optional[int]:
+        return self.server.pid if self.server else None
+
+    @property
+    def shell_pid(self) -> Optional[int]:
+        return self.shell.pid if self.shell else None
+
+    @property
+    def sessionid(self) -> Optional[int]:
+        return self.server.sessionid if self.server else None
+
+    def utmp_record(self) -> Optional[utmp.UtmpRecord]:
+        return utmp.mosh_record(self.server_pid, self.user.host.utmp_path) if self.server else None
+
+    # ------------------------------------------------------------------ terminal passthrough
+    def send(self, line: str) -> None:
+        """Type ``line`` + Enter into the remote shell."""
+        self.term.send_line(line)
+
+    send_line = send
+
+    def type(self, text: str) -> None:
+        self.term.type(text)
+
+    def send_keys(self, *keys: str) -> None:
+        self.term.send_keys(*keys)
+
+    def screen(self, history: bool = False) -> str:
+        return self.term.screen(history)
+
+    def wait_screen(self, pattern, timeout: float = 15.0):
+        return self.term.wait_screen(pattern, timeout)
+
+    def sync(self, timeout: float = 15.0) -> None:
+        """Return once the remote shell has executed everything typed so far."""
+        self.term.sync(timeout)
+
+    # ------------------------------------------------------------------ client state
+    def client_running(self) -> bool:
+        return self.client is not None and self.client.alive() and self.term.exit_status() is None
+
+    def client_exit_status(self) -> Optional[int]:
+        """Exit status of the ``mosh`` command (None while it still runs)."""
+        return self.term.exit_status()
+
+    def wait_client_exit(self, timeout: float = 15.0) -> int:
+        return self.term.wait_exit(timeout)
+
+    def server_alive(self) -> bool:
+        return self.server is not None and self.server.alive()
+
+    def kill_client(self) -> None:
+        """SIGKILL only mosh-client (a vanished laptop): the server keeps waiting."""
+        if self.client is None:
+            raise HarnessError("session has no client yet")
+        procfs.signal_proc(self.client.pid, self.client.starttime, signal.SIGKILL)
+        procfs.wait_gone([self.client], 10)
+
+    def processes(self) -> List[procfs.Proc]:
+        """Server daemon plus its live descendants (shell, foreground jobs...)."""
+        if not self.server_alive():
+            return []
+        return [self.server] + [p for p in procfs.descendants(self.server.pid) if not p.zombie]
+
+    def close(self) -> None:
+        """Kill the client side (tmux server and everything in it). The user's side is
+        cleaned by user teardown."""
+        self.term.close()
+
+    def __repr__(self) -> str:
+        return (f"<MoshSession {self.user.name}@{self.sshd.address} port={self.port} "
+                f"server={self.server_pid} shell={self.shell_pid} client={self.client_pid}>")

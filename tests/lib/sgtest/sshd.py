@@ -1,0 +1,239 @@
+"""A dedicated sshd for tests: own config, own host key, own PID file, key auth only.
+
+It runs with ``UsePAM yes`` so Debian's /etc/pam.d/sshd runs ``pam_loginuid``:
+every login through it gets a real /proc/PID/loginuid and sessionid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+from . import procfs
+from .host import SSHD_BINARY, HarnessError, Host, user_env
+from .waiting import wait_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .users import TestUser
+
+DEFAULT_PORTS = range(2222, 2300)
+
+
+def _port_free(address: str, port: int) -> bool:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((address, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _banner(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1) as s:
+            s.settimeout(2)
+            return s.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+class Sshd:
+    """One sshd listening on ``address:port`` of ``host``.
+
+    ``state_dir`` receives the config, host key, PID file, log and an extra
+    authorized_keys directory (``authorized_keys/<user>``, used for root or
+    other accounts whose home we do not want to touch; see :meth:`authorize`).
+    """
+
+    def __init__(self, host: Host, state_dir: str, port: Optional[int] = None,
+                 address: Optional[str] = None, extra_config: Sequence[str] = (),
+                 log_level: str = "VERBOSE") -> None:
+        self.host = host
+        self.address = address or host.address
+        self.requested_port = port
+        self.port: Optional[int] = None
+        self.state_dir = state_dir
+        self.extra_config = list(extra_config)
+        self.log_level = log_level
+        self.proc: Optional[subprocess.Popen] = None
+        self.pid: Optional[int] = None
+        self.starttime: Optional[int] = None
+        self.config_path = os.path.join(state_dir, "sshd_config")
+        self.host_key = os.path.join(state_dir, "ssh_host_ed25519_key")
+        self.pid_file = os.path.join(state_dir, "sshd.pid")
+        self.log_path = os.path.join(state_dir, "sshd.log")
+        self.keys_dir = os.path.join(state_dir, "authorized_keys")
+
+    # ------------------------------------------------------------------ lifecycle
+    def _config(self, port: int) -> str:
+        lines = [
+            f"Port {port}",
+            f"ListenAddress {self.address}",
+            "AddressFamily inet",
+            f"HostKey {self.host_key}",
+            f"PidFile {self.pid_file}",
+            "UsePAM yes",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            f"AuthorizedKeysFile .ssh/authorized_keys {self.keys_dir}/%u",
+            "StrictModes no",
+            "UseDNS no",
+            "PrintMotd no",
+            "PrintLastLog no",
+            "X11Forwarding no",
+            "AllowAgentForwarding no",
+            "MaxStartups 100:30:200",
+            "MaxSessions 50",
+            "LoginGraceTime 30",
+            "AcceptEnv LANG LC_*",
+            f"LogLevel {self.log_level}",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
+        ]
+        return "\n".join(lines + self.extra_config) + "\n"
+
+    def start(self, timeout: float = 15.0) -> "Sshd":
+        if self.proc is not None:
+            raise HarnessError("sshd already started")
+        self.host.prepare()
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.keys_dir, mode=0o755, exist_ok=True)
+        if not os.path.exists(self.host_key):
+            self.host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgtest-host",
+                           "-f", self.host_key])
+        ports: Sequence[int] = [self.requested_port] if self.requested_port else DEFAULT_PORTS
+        errors: List[str] = []
+        for port in ports:
+            if not _port_free(self.address, port):
+                errors.append(f"{port}: in use")
+                continue
+            with open(self.config_path, "w") as fh:
+                fh.write(self._config(port))
+            self.host.run([SSHD_BINARY, "-t", "-f", self.config_path])
+            if os.path.exists(self.log_path):
+                os.unlink(self.log_path)
+            proc = self.host.spawn([SSHD_BINARY, "-D", "-f", self.config_path, "-E", self.log_path],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL, start_new_session=True,
+                                   env=user_env())
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    break
+                if _banner(self.address, port):
+                    self.proc, self.pid, self.port = proc, proc.pid, port
+                    self.starttime = procfs.starttime(proc.pid)
+                    return self
+                time.sleep(0.05)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            errors.append(f"{port}: sshd exited {proc.returncode}: {self.log_text()[-500:]}")
+            if self.requested_port:
+                break
+        raise HarnessError("could not start sshd:\n" + "\n".join(errors))
+
+    def running(self) -> bool:
+        return self.pid is not None and procfs.alive(self.pid, self.starttime)
+
+    def session_processes(self) -> List[procfs.Proc]:
+        """Per-connection sshd processes (and their children) still hanging off the listener."""
+        if not self.running():
+            return []
+        return procfs.descendants(self.pid)  # type: ignore[arg-type]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the listener and every per-connection child of it, by PID (never by name)."""
+        if self.proc is None:
+            return
+        doomed = self.session_processes()
+        procfs.kill_procs(doomed, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        procfs.wait_gone(doomed, timeout)
+        self.proc = None
+
+    # ------------------------------------------------------------------ use
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, errors="replace") as fh:
+                return fh.read()
+        except FileNotFoundError:
+            return ""
+
+    def run(self, argv: Sequence[str], **kw) -> subprocess.CompletedProcess:
+        """Run a command as root on this sshd's host (not through ssh)."""
+        return self.host.run(argv, **kw)
+
+    def authorize(self, username: str, pubkey: str) -> str:
+        """Allow ``pubkey`` for ``username`` via the state-dir keys file (not ~/.ssh)."""
+        path = os.path.join(self.keys_dir, username)
+        with open(path, "a") as fh:
+            fh.write(pubkey.strip() + "\n")
+        os.chmod(path, 0o644)
+        return path
+
+    def ssh_options(self, key_path: str) -> List[str]:
+        """ssh client options (after ``ssh``) that reach this sshd with ``key_path`` only."""
+        return [
+            "-F", "none",
+            "-p", str(self.port),
+            "-i", key_path,
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes",
+            "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=10",
+        ]
+
+    def ssh_argv(self, user: "TestUser", command: Optional[str] = None, tty: bool = False) -> List[str]:
+        argv = ["ssh"] + self.ssh_options(user.key_path)
+        if tty:
+            argv.append("-tt")
+        argv.append(f"{user.name}@{self.address}")
+        if command is not None:
+            argv += ["--", command]
+        return argv
+
+    def ssh_command_string(self, user: "TestUser") -> str:
+        """The value for ``mosh --ssh=...`` (mosh splits it with Perl shellwords)."""
+        import shlex
+        return " ".join(shlex.quote(a) for a in ["ssh"] + self.ssh_options(user.key_path))
+
+    def run_as(self, user: "TestUser", command: str, *, check: bool = True,
+               timeout: float = 30, input: Optional[str] = None) -> subprocess.CompletedProcess:
+        """Run ``command`` as ``user`` through a real (non-interactive) ssh login."""
+        argv = self.ssh_argv(user, command)
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                            input=input, env=user_env(),
+                            stdin=None if input is not None else subprocess.DEVNULL)
+        if check and cp.returncode != 0:
+            raise HarnessError(f"ssh {user.name}@{self.address}:{self.port} {command!r} exited "
+                               f"{cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}\n"
+                               f"sshd log tail:\n{self.log_text()[-1500:]}")
+        return cp
+
+    def audit_ids(self, user: "TestUser") -> tuple:
+        """(loginuid, sessionid) of a shell opened by a fresh ssh login of ``user``."""
+        out = self.run_as(user, "cat /proc/self/loginuid; echo; cat /proc/self/sessionid; echo").stdout
+        a, b = out.split()[:2]
+        return int(a), int(b)
+
+    def __repr__(self) -> str:
+        return f"<Sshd {self.address}:{self.port} pid={self.pid}>"

@@ -1,0 +1,194 @@
+"""A detached terminal: one private tmux server (own socket) running one command.
+
+The command runs inside a wrapper script that records its exit status in a
+file, and the tmux server has ``remain-on-exit on`` so the final screen (e.g.
+``[mosh is exiting.]``) can still be captured after the command ended.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+from typing import List, Optional, Pattern, Sequence, Union
+
+from . import procfs
+from .host import HarnessError, user_env
+from .waiting import wait_for
+
+TMUX_CONF = """\
+set -g remain-on-exit on
+set -g status off
+set -g history-limit 10000
+set -g escape-time 0
+set -g default-size {width}x{height}
+"""
+
+_sync_counter = [0]
+
+
+class Terminal:
+    """A command running in a private tmux server.
+
+    ``state_dir`` holds the tmux socket, the tmux config, the wrapper script
+    and the exit-status file.
+    """
+
+    def __init__(self, state_dir: str, argv: Sequence[str], env: Optional[dict] = None,
+                 width: int = 160, height: int = 50) -> None:
+        self.state_dir = state_dir
+        self.argv = list(argv)
+        self.env = user_env(env)
+        self.width, self.height = width, height
+        self.socket = os.path.join(state_dir, "tmux.sock")
+        self.conf = os.path.join(state_dir, "tmux.conf")
+        self.script = os.path.join(state_dir, "run.sh")
+        self.status_file = os.path.join(state_dir, "exit_status")
+        self.server: Optional[procfs.Proc] = None
+        self.pane: Optional[procfs.Proc] = None
+        self.closed = False
+        if len(self.socket) > 100:
+            raise HarnessError(f"tmux socket path too long: {self.socket}")
+
+    # ------------------------------------------------------------------ tmux plumbing
+    def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        cp = subprocess.run(["tmux", "-S", self.socket, "-f", self.conf, *args],
+                            capture_output=True, text=True, env=self.env, timeout=30)
+        if check and cp.returncode != 0:
+            raise HarnessError(f"tmux {args!r} failed ({cp.returncode}): {cp.stderr.strip()}")
+        return cp
+
+    def start(self) -> "Terminal":
+        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        with open(self.conf, "w") as fh:
+            fh.write(TMUX_CONF.format(width=self.width, height=self.height))
+        with open(self.script, "w") as fh:
+            fh.write("#!/bin/bash\n"
+                     "cd /\n"
+                     f"{' '.join(shlex.quote(a) for a in self.argv)}\n"
+                     "rc=$?\n"
+                     f"printf '%s\\n' \"$rc\" > {shlex.quote(self.status_file)}.tmp\n"
+                     f"mv {shlex.quote(self.status_file)}.tmp {shlex.quote(self.status_file)}\n"
+                     "printf '\\n[sgtest: command exited with status %s]\\n' \"$rc\"\n"
+                     "exit $rc\n")
+        os.chmod(self.script, 0o700)
+        self.tmux("new-session", "-d", "-s", "main", "-x", str(self.width), "-y", str(self.height),
+                  self.script)
+        out = self.tmux("display-message", "-p", "-t", "main", "#{pid} #{pane_pid}").stdout.split()
+        spid, ppid = int(out[0]), int(out[1])
+        self.server = procfs.read_proc(spid)
+        self.pane = procfs.read_proc(ppid)
+        if self.server is None:
+            raise HarnessError("tmux server vanished right after start")
+        if self.pane is None:  # command already finished; keep a placeholder
+            self.pane = None
+        return self
+
+    # ------------------------------------------------------------------ interaction
+    def send_keys(self, *keys: str) -> None:
+        """tmux key names, e.g. ``send_keys("C-c")`` or ``send_keys("Enter")``."""
+        self.tmux("send-keys", "-t", "main", *keys)
+
+    def type(self, text: str) -> None:
+        """Type ``text`` literally (no Enter)."""
+        self.tmux("send-keys", "-t", "main", "-l", text)
+
+    def send_line(self, line: str) -> None:
+        """Type ``line`` and press Enter."""
+        self.type(line)
+        self.send_keys("Enter")
+
+    def send(self, text: str) -> None:
+        """Alias of :meth:`send_line` (type a command line and press Enter)."""
+        self.send_line(text)
+
+    def screen(self, history: bool = False) -> str:
+        """Current pane text (joined wrapped lines; with scroll-back if ``history``)."""
+        args = ["capture-pane", "-p", "-J", "-t", "main"]
+        if history:
+            args += ["-S", "-"]
+        cp = self.tmux(*args, check=False)
+        if cp.returncode != 0:
+            raise HarnessError(f"capture-pane failed: {cp.stderr.strip()} (tmux server gone?)")
+        return cp.stdout
+
+    def wait_screen(self, pattern: Union[str, Pattern[str]], timeout: float = 15.0,
+                    history: bool = True) -> "re.Match[str]":
+        """Wait until the screen matches ``pattern`` (a regex, MULTILINE); return the match."""
+        rx = re.compile(pattern, re.M) if isinstance(pattern, str) else pattern
+        last = [""]
+
+        def _check():
+            last[0] = self.screen(history=history)
+            return rx.search(last[0])
+
+        return wait_for(_check, timeout, lambda: f"screen to match {rx.pattern!r}; screen was:\n"
+                        + last[0].rstrip())
+
+    def sync(self, timeout: float = 15.0) -> None:
+        """Type a printf whose *output* differs from its echo, and wait for the output.
+
+        When it returns, the shell has run every line typed before.
+        """
+        _sync_counter[0] += 1
+        n = f"{os.getpid()}x{_sync_counter[0]}"
+        self.send_line(f"printf '%s_%s\\n' SGSYNC {n}")
+        self.wait_screen(rf"^SGSYNC_{n}\s*$", timeout)
+
+    # ------------------------------------------------------------------ state
+    def exit_status(self) -> Optional[int]:
+        """Exit status of the wrapped command, or None while it runs."""
+        try:
+            with open(self.status_file) as fh:
+                return int(fh.read().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        return self.exit_status() is None and self.pane is not None and self.pane.alive()
+
+    def wait_exit(self, timeout: float = 15.0) -> int:
+        wait_for(lambda: self.exit_status() is not None, timeout,
+                 lambda: "terminal command to exit; screen:\n" + self._safe_screen())
+        return self.exit_status()  # type: ignore[return-value]
+
+    def _safe_screen(self) -> str:
+        try:
+            return self.screen(history=True).rstrip()
+        except HarnessError as exc:
+            return f"<{exc}>"
+
+    def processes(self) -> List[procfs.Proc]:
+        """Live processes under the pane (wrapper script and its descendants)."""
+        if self.pane is None or not self.pane.alive():
+            return []
+        return [self.pane] + [p for p in procfs.descendants(self.pane.pid) if not p.zombie]
+
+    def find_process(self, comm: str) -> Optional[procfs.Proc]:
+        for p in self.processes():
+            if p.comm == comm:
+                return p
+        return None
+
+    # ------------------------------------------------------------------ teardown
+    def close(self, timeout: float = 10.0) -> None:
+        """SIGKILL everything under the pane, then the tmux server, all by PID; verify."""
+        if self.closed:
+            return
+        doomed = [p for p in self.processes()][::-1]
+        procfs.kill_procs(doomed, signal.SIGKILL)
+        if self.server is not None and self.server.alive():
+            self.tmux("kill-server", check=False)
+            try:
+                wait_for(lambda: not self.server.alive(), 3, "tmux server to exit")
+            except AssertionError:
+                procfs.signal_proc(self.server.pid, self.server.starttime, signal.SIGKILL)
+        procfs.wait_gone(doomed + ([self.server] if self.server else []), timeout)
+        try:
+            os.unlink(self.socket)
+        except FileNotFoundError:
+            pass
+        self.closed = True
