@@ -8,10 +8,12 @@
 # already done (the venv is rebuilt only when its requirement files or interpreter change).
 # On failure it prints the failing command's output and exits non-zero.
 set -euo pipefail
-# shellcheck source=tools/common.sh
+# shellcheck source-path=SCRIPTDIR source=tools/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 
-APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv)
+# Without the shellcheck program, ansible-test's "shellcheck" sanity test is skipped.
+APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
+    shellcheck)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

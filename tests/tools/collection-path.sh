@@ -9,7 +9,7 @@
 #
 # Usage:  export ANSIBLE_COLLECTIONS_PATH=$(bash tests/tools/collection-path.sh)
 set -euo pipefail
-# shellcheck source=common.sh
+# shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 root=$SG_WORK/collections
