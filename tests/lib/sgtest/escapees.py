@@ -20,11 +20,10 @@ All inherit the login's audit loginuid/sessionid.
 
 from __future__ import annotations
 
-import os
 import random
 import string
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, Optional
 
 from . import procfs
 from .host import HarnessError
@@ -57,7 +56,7 @@ class Escapee:
 
 
 def new_marker(tag: str = "sgm") -> str:
-    return f"{tag}-" + "".join(random.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    return f"{tag}-" + "".join(random.choice(string.ascii_lowercase + string.digits) for _i in range(8))
 
 
 def command_for(kind: str, marker: str) -> str:
@@ -126,7 +125,7 @@ def start_escapees(session, kinds: Iterable[str] = ALL_KINDS, tag: str = "sgm",
                     out[kind] = Escapee(kind, marker, p)
         return len(out) == len(wanted)
 
-    wait_for(_all_found, timeout, lambda: "escapees " + ", ".join(k for k, _ in wanted if k not in out)
+    wait_for(_all_found, timeout, lambda: "escapees " + ", ".join(k for k, _m in wanted if k not in out)
              + "; screen:\n" + session.screen(history=True).rstrip())
     dead = [str(e) for e in out.values() if not e.alive()]
     if dead:

@@ -44,7 +44,7 @@ class Host:
             timeout: float = 60, env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
         """Run ``argv`` as root on the host; raise :class:`HarnessError` with output on failure."""
         full = self.wrap(argv)
-        cp = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout,
+        cp = subprocess.run(full, input=input, capture_output=True, text=True, timeout=timeout, check=False,
                             env=dict(env) if env is not None else None)
         if check and cp.returncode != 0:
             raise HarnessError(f"{full!r} exited {cp.returncode}\nstdout: {cp.stdout}\nstderr: {cp.stderr}")

@@ -6,7 +6,6 @@ mosh-server daemon carries the login's audit loginuid/sessionid.
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
 from typing import TYPE_CHECKING, List, Optional, Sequence

@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .waiting import wait_for

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from . import procfs
 from .host import SSHD_BINARY, HarnessError, Host, user_env
-from .waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .users import TestUser
@@ -220,7 +219,7 @@ class Sshd:
                timeout: float = 30, input: Optional[str] = None) -> subprocess.CompletedProcess:
         """Run ``command`` as ``user`` through a real (non-interactive) ssh login."""
         argv = self.ssh_argv(user, command)
-        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+        cp = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False,
                             input=input, env=user_env(),
                             stdin=None if input is not None else subprocess.DEVNULL)
         if check and cp.returncode != 0:

@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import subprocess
-import time
 from typing import List, Optional, Pattern, Sequence, Union
 
 from . import procfs
@@ -56,7 +55,7 @@ class Terminal:
     # ------------------------------------------------------------------ tmux plumbing
     def tmux(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         cp = subprocess.run(["tmux", "-S", self.socket, "-f", self.conf, *args],
-                            capture_output=True, text=True, env=self.env, timeout=30)
+                            capture_output=True, text=True, env=self.env, timeout=30, check=False)
         if check and cp.returncode != 0:
             raise HarnessError(f"tmux {args!r} failed ({cp.returncode}): {cp.stderr.strip()}")
         return cp
@@ -178,7 +177,7 @@ class Terminal:
         """SIGKILL everything under the pane, then the tmux server, all by PID; verify."""
         if self.closed:
             return
-        doomed = [p for p in self.processes()][::-1]
+        doomed = self.processes()[::-1]
         procfs.kill_procs(doomed, signal.SIGKILL)
         if self.server is not None and self.server.alive():
             self.tmux("kill-server", check=False)

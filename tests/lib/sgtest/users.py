@@ -134,7 +134,7 @@ class UserFactory:
 
     def _free_uid(self) -> int:
         busy_procs = {u for p in procfs.iter_procs(self.host.proc_root) for u in p.uids[:3]}
-        for _ in range(1000):
+        for _attempt in range(1000):
             uid = random.randint(*UID_RANGE)
             if uid in self._used_uids or uid in busy_procs:
                 continue
@@ -148,8 +148,8 @@ class UserFactory:
 
     def _free_name(self, prefix: str) -> str:
         alphabet = string.ascii_lowercase + string.digits
-        for _ in range(100):
-            name = prefix + "".join(random.choice(alphabet) for _ in range(6))
+        for _attempt in range(100):
+            name = prefix + "".join(random.choice(alphabet) for _i in range(6))
             if not NAME_RE.match(name):
                 raise HarnessError(f"invalid user name {name!r} from prefix {prefix!r}")
             if self.host.run(["getent", "passwd", name], check=False).returncode != 0 and \
