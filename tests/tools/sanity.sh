@@ -2,7 +2,7 @@
 # Run `ansible-test sanity` on this checkout, with compile and import on every supported target
 # Python (3.9 to 3.13), without docker and without access to ci-files.testing.ansible.com.
 #
-# Usage:  bash tests/tools/sanity.sh [extra ansible-test sanity arguments, e.g. --test pep8]
+# Usage:  bash tests/tools/sanity.sh [-v] [extra ansible-test sanity arguments, e.g. --test pep8]
 # Needs:  tests/bootstrap.sh to have run (.venv with ansible-core; pyenv Pythons 3.9 to 3.13).
 # Log:    /tmp/sessionguard-mosh-<hash>/sanity.log
 #
@@ -117,7 +117,7 @@ log=$SG_WORK/sanity.log
 set +e
 (
     cd "$dest"
-    PATH="$path_dirs$SG_VENV/bin:$inherited_path" "$ansible_test" sanity --color no -v "$@"
+    PATH="$path_dirs$SG_VENV/bin:$inherited_path" "$ansible_test" sanity --color no "$@"
 ) 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
@@ -136,8 +136,12 @@ if grep -E '^WARNING: Required program .* not found' "$log" >&2; then
     problems=1
 fi
 # When there is code to test, compile and import must have run on every target Python.
-# (Left out when only some tests were requested with --test/--skip-test.)
-if [ "$#" -eq 0 ]; then
+# (Left out when the run was narrowed by arguments other than verbosity, e.g. --test pep8.)
+full_run=1
+for arg in "$@"; do
+    case $arg in -v | -vv | -vvv | --verbose) ;; *) full_run=0 ;; esac
+done
+if [ "$full_run" -eq 1 ]; then
     need=()
     [ -n "$(cd "$dest" && git ls-files '*.py')" ] && need+=(compile)
     [ -n "$(cd "$dest" && git ls-files 'plugins/modules/*.py' 'plugins/module_utils/*.py')" ] && need+=(import)
