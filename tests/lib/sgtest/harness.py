@@ -17,7 +17,9 @@ from .host import HarnessError, Host, LocalHost
 from .mosh import MoshSession
 from .ssh import SshSession
 from .sshd import Sshd
-from .users import TestUser, UserFactory
+from .users import OWNER_TAG, TestUser, UserFactory, owner_alive, owner_tag
+
+STATE_PREFIX = "sgtest-"
 
 
 class Scope:
@@ -100,8 +102,10 @@ class Harness:
 
     def __init__(self, host: Optional[Host] = None, state_dir: Optional[str] = None) -> None:
         self.host = host or LocalHost()
-        self.state_dir = state_dir or tempfile.mkdtemp(prefix="sgtest-", dir="/tmp")
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix=STATE_PREFIX, dir="/tmp")
         os.chmod(self.state_dir, 0o711)
+        with open(os.path.join(self.state_dir, "owner"), "w") as fh:
+            fh.write(owner_tag() + "\n")
         self.sshd: Optional[Sshd] = None  # type: ignore[assignment]
         self.all_users: List[TestUser] = []
         self.scopes: List[Scope] = []
@@ -109,6 +113,7 @@ class Harness:
     def start(self) -> "Harness":
         self.host.preflight()
         self.host.prepare()
+        self.purged = purge_stale(self.host)
         self.sshd = Sshd(self.host, os.path.join(self.state_dir, "sshd")).start()
         return self
 
@@ -162,3 +167,36 @@ class Harness:
         if errors:
             raise HarnessError("harness teardown left things behind (state dir kept: "
                                f"{self.state_dir}):\n  " + "\n  ".join(errors))
+
+
+def purge_stale(host: Host, tmp: str = "/tmp") -> List[str]:
+    """Remove what a crashed earlier run left: users tagged ``sgtest owner PID/START`` (GECOS) and
+    ``/tmp/sgtest-*`` state dirs (and processes mentioning them) whose owner process is
+    dead. Anything whose owner still runs (a concurrent test run) is left alone."""
+    done: List[str] = []
+    for entry in os.listdir(tmp):
+        path = os.path.join(tmp, entry)
+        if not entry.startswith(STATE_PREFIX) or not os.path.isdir(path):
+            continue
+        try:
+            with open(os.path.join(path, "owner")) as fh:
+                tag = fh.read().strip()
+        except OSError:
+            continue
+        if owner_alive(tag):
+            continue
+        procs = [p for p in procfs.iter_procs(host.proc_root)
+                 if not p.zombie and any(path + "/" in a for a in p.cmdline)]
+        procfs.kill_procs(procs)
+        procfs.wait_gone(procs)
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(f"state dir {path} ({len(procs)} processes)")
+    cp = host.run(["getent", "passwd"], check=False)
+    for line in cp.stdout.splitlines():
+        f = line.split(":")
+        if len(f) < 7 or not f[4].startswith(OWNER_TAG) or owner_alive(f[4]):
+            continue
+        user = TestUser(host, f[0], int(f[2]), int(f[3]), f[5], "", f[6])
+        user.destroy()
+        done.append(f"user {f[0]} (uid {f[2]})")
+    return done

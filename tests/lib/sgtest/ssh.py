@@ -131,6 +131,7 @@ class SshSession:
             raise HarnessError("session has no client yet")
         procfs.signal_proc(self.client.pid, self.client.starttime, signal.SIGKILL)
         procfs.wait_gone([self.client], 10)
+        self.term.wait_exit(10)  # the wrapper has recorded the status (137)
 
     def processes(self) -> List[procfs.Proc]:
         if self.shell is None or not self.shell.alive():

@@ -127,7 +127,7 @@ class Sshd:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     break
-                if _banner(self.address, port):
+                if self._listening(proc.pid, port) and _banner(self.address, port):
                     self.proc, self.pid, self.port = proc, proc.pid, port
                     self.starttime = procfs.starttime(proc.pid)
                     return self
@@ -139,6 +139,11 @@ class Sshd:
             if self.requested_port:
                 break
         raise HarnessError("could not start sshd:\n" + "\n".join(errors))
+
+    @staticmethod
+    def _listening(pid: int, port: int) -> bool:
+        """True if *our* process (not some other sshd) holds the listening socket."""
+        return any(p == port for _ip, p, _ino in procfs.inet_sockets(pid, "tcp"))
 
     def running(self) -> bool:
         return self.pid is not None and procfs.alive(self.pid, self.starttime)

@@ -16,6 +16,23 @@ NAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 UID_RANGE = (20000, 59999)  # inside Debian's UID_MIN..UID_MAX, far from real users
 
 
+OWNER_TAG = "sgtest owner "
+
+
+def owner_tag() -> str:
+    """Marks what this Python process creates, so a later run can purge it if we crash."""
+    return f"{OWNER_TAG}{os.getpid()}/{procfs.starttime(os.getpid())}"
+
+
+def owner_alive(tag: str) -> bool:
+    """True if the process named in an :func:`owner_tag` string still runs."""
+    try:
+        pid, start = tag.split(OWNER_TAG, 1)[1].strip().split("/")
+        return procfs.alive(int(pid), int(start))
+    except (IndexError, ValueError):
+        return True  # not ours or unparsable: treat as alive, never touch it
+
+
 class TestUser:
     """One account. ``name`` may stop existing (see :meth:`drop_account`); ``uid`` never changes."""
 
@@ -164,7 +181,8 @@ class UserFactory:
         uid = self._free_uid()
         self.host.run(["groupadd", "-g", str(uid), name])
         try:
-            self.host.run(["useradd", "-m", "-s", shell, "-u", str(uid), "-g", str(uid), name])
+            self.host.run(["useradd", "-m", "-s", shell, "-u", str(uid), "-g", str(uid),
+                           "-c", owner_tag(), name])
         except HarnessError:
             self.host.run(["groupdel", name], check=False)
             raise
