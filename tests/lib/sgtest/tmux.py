@@ -14,7 +14,7 @@ import signal
 import subprocess
 from typing import List, Optional, Pattern, Sequence, Union
 
-from . import procfs
+from . import procfs, utmp
 from .host import HarnessError, user_env
 from .waiting import wait_for
 
@@ -186,6 +186,9 @@ class Terminal:
             except AssertionError:
                 procfs.signal_proc(self.server.pid, self.server.starttime, signal.SIGKILL)
         procfs.wait_gone(doomed + ([self.server] if self.server else []), timeout)
+        if self.server is not None:  # a SIGKILLed tmux leaves its panes' utmp records behind
+            tag = f"tmux({self.server.pid})."
+            utmp.retire_records(lambda r: r.host.startswith(tag))
         try:
             os.unlink(self.socket)
         except FileNotFoundError:
