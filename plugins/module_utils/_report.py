@@ -78,14 +78,17 @@ def client_address(session, snap, utmp):
     return None, None
 
 
-def session_entry(session, procs, clock, utmp, snap, handles=None, signal=None):
-    """One session of a revoke result: who, what kind, where from, and the processes ended."""
+def session_entry(session, procs, clock, address=(None, None), handles=None, signal=None):
+    """One session of a revoke result: who, what kind, where from, and the processes ended.
+
+    ``address`` is (client address, source), read before the session's processes were ended.
+    """
     ended = {}
     for h in handles or ():
         ended[h.pid] = h.ended_by
     leader = session.leader if session is not None else None
     uid = session.uid if session is not None else (procs[0].uid if procs else None)
-    address, source = client_address(session, snap, utmp) if leader is not None else (None, None)
+    address, source = address
     return {
         'user': user_of(uid) if uid is not None else None,
         'uid': uid,

@@ -15,7 +15,7 @@ import re
 import time
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import Snapshot, make_reader, own_chain
-from ansible_collections.sessionguard.mosh.plugins.module_utils._report import proc_entry, session_entry, Clock
+from ansible_collections.sessionguard.mosh.plugins.module_utils._report import Clock, client_address, proc_entry, session_entry
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, is_sshd_connection
 from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
@@ -124,6 +124,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=Fal
     snap = Snapshot(reader)
     plan = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
     utmp = MoshUtmp()
+    # Read while the sessions still exist: a dead leader's sockets are gone.
+    addresses = dict((id(s), client_address(s, snap, utmp)) for s in plan.sessions if s.leader is not None)
     result = {
         'scope': scope,
         'process_reader': reader.name,
@@ -141,7 +143,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=Fal
             result['absent_users'].append(t.spec)
 
     if check_mode or not plan.procs:
-        result['sessions'] = [session_entry(s, s.kill, clock, utmp, snap, signal=None) for s in plan.sessions if s.kill]
+        result['sessions'] = [session_entry(s, s.kill, clock, addresses.get(id(s), (None, None))) for s in plan.sessions if s.kill]
         return result
 
     if message:
@@ -172,9 +174,9 @@ def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=Fal
     for s in plan.sessions:
         hs = by_session.get(id(s), [])
         if hs:
-            entries.append(session_entry(s, [h.proc for h in hs], clock, utmp, snap, handles=hs))
+            entries.append(session_entry(s, [h.proc for h in hs], clock, addresses.get(id(s), (None, None)), handles=hs))
     if late:
-        entries.append(session_entry(None, [h.proc for h in late], clock, utmp, snap, handles=late))
+        entries.append(session_entry(None, [h.proc for h in late], clock, handles=late))
     result['sessions'] = entries
     result['survivors'] = [proc_entry(h.proc) for h in engine.survivors]
     result['errors'] = engine.errors

@@ -99,6 +99,8 @@ class Target(object):
             if not out.exists():
                 raise AssertionError('ansible-playbook produced no result (rc=%d)\n%s\n%s' % (proc.returncode, proc.stdout, proc.stderr))
             result = json.loads(out.read_text())
+            # The tree callback drops the 'failed' flag; the play's exit status carries it.
+            result.setdefault('failed', proc.returncode != 0)
             result['_rc'] = proc.returncode
             result['_stdout'] = proc.stdout
             return result
