@@ -13,10 +13,10 @@ class ModuleDocFragment(object):
     DOCUMENTATION = r"""
 options: {}
 requirements:
-  - Linux with C(/proc) on the managed node.
-  - Python 3.9 or newer on the managed node.
-  - C(psutil) is optional; without it the modules read C(/proc) directly with the same results.
-  - Root on the managed node (C(become: true)) to see and signal other users' processes.
+  - Linux with C(/proc) on the managed node
+  - Python 3.9 or newer on the managed node
+  - C(psutil) is optional; without it the modules read C(/proc) directly with the same results
+  - Root on the managed node, through C(become=true), to see and signal other users' processes
 notes:
   - Processes are identified by what they are, not by name. A mosh server is a process holding a UDP socket
     and a C(/dev/ptmx) pty master whose executable is (or was) a mosh-server binary, so renamed, copied,
