@@ -25,6 +25,7 @@ description:
 author:
   - sessionguard maintainers (@sessionguard)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - sessionguard.mosh._target
 attributes:
   check_mode:

@@ -19,6 +19,8 @@ description:
 author:
   - sessionguard maintainers (@sessionguard)
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - ansible.builtin.action_common_attributes.facts
   - sessionguard.mosh._target
 attributes:
   check_mode:
