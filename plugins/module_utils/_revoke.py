@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""Ending a user's sessions on one host: plan, message, terminate, verify, report.
+"""Ending a user's sessions on one host: plan, notify, terminate, verify, report.
 
 Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 Do not use this from other collections or standalone plugins/modules!
@@ -22,7 +22,7 @@ from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import Mos
 
 SCOPES = ('mosh', 'interactive', 'all')
 KINDS = {'mosh': ('mosh',), 'interactive': ('mosh', 'ssh'), 'all': ('mosh', 'ssh')}
-# Time for mosh-server to carry a message written to the pty to its client before the freeze.
+# Time for mosh-server to carry a notice written to the pty to its client before the freeze.
 MESSAGE_DELAY = 1.0
 _CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f]')
 
@@ -113,7 +113,7 @@ def write_message(sessions, text):
     return reached
 
 
-def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=False,
+def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=False,
            kill_other_uids=False, prefer_psutil=True):
     """End the sessions of ``targets`` (resolved users). Returns the module result (without ``changed``)."""
     reader = make_reader(prefer_psutil)
@@ -134,7 +134,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=Fal
         'spared': [proc_entry(p, reason='runs this task (the Ansible connection or its ancestors)') for p in plan.spared],
         'other_uid_processes': [proc_entry(p) for p in plan.reported],
         'survivors': [],
-        'message_sent_to': [],
+        'notice_sent_to': [],
     }
     seen = set(p.uid for p in snap if p.uid in plan.uids) | set(p.euid for p in snap if p.euid in plan.uids)
     seen |= set(s.uid for s in plan.sessions)
@@ -146,9 +146,9 @@ def revoke(targets, scope='mosh', grace_period=5.0, message=None, check_mode=Fal
         result['sessions'] = [session_entry(s, s.kill, clock, addresses.get(id(s), (None, None))) for s in plan.sessions if s.kill]
         return result
 
-    if message:
-        result['message_sent_to'] = write_message(plan.sessions, message)
-        if result['message_sent_to']:
+    if notice:
+        result['notice_sent_to'] = write_message(plan.sessions, notice)
+        if result['notice_sent_to']:
             time.sleep(MESSAGE_DELAY)
 
     def rescan():

@@ -60,10 +60,12 @@ options:
       - V(0) sends C(SIGKILL) right after C(SIGTERM). mosh-server needs up to about 4 seconds to tell its client.
     type: float
     default: 5
-  message:
+  notice:
     description:
-      - Text written to each session's terminal before it ends, as C(write) or C(wall) would.
+      - Text written to each session's terminal before it ends, as C(write) or C(wall) would; mosh clients show it
+        before they close.
       - Control characters are removed.
+      - Named C(notice) because ansible-core reserves C(message) as a module option.
     type: str
   allow_system_users:
     description:
@@ -105,7 +107,7 @@ EXAMPLES = r"""
     users: [mallory]
     scope: interactive
     grace_period: 2
-    message: Your access has been revoked by the security team.
+    notice: Your access has been revoked by the security team.
   become: true
 """
 
@@ -181,8 +183,8 @@ other_uid_processes:
   type: list
   elements: dict
   sample: [{pid: 5120, uid: 0, user: root, cmdline: "-bash"}]
-message_sent_to:
-  description: Terminals the O(message) was written to.
+notice_sent_to:
+  description: Terminals the O(notice) was written to.
   returned: always
   type: list
   elements: str
@@ -216,7 +218,7 @@ def main():
             users=dict(type='list', elements='raw', required=True),
             scope=dict(type='str', choices=list(SCOPES), default='mosh'),
             grace_period=dict(type='float', default=5),
-            message=dict(type='str'),
+            notice=dict(type='str'),
             allow_system_users=dict(type='bool', default=False),
             kill_other_uids=dict(type='bool', default=False),
         ),
@@ -230,7 +232,7 @@ def main():
     except UserError as e:
         module.fail_json(msg=str(e))
 
-    result = revoke(targets, scope=p['scope'], grace_period=p['grace_period'], message=p['message'],
+    result = revoke(targets, scope=p['scope'], grace_period=p['grace_period'], notice=p['notice'],
                     check_mode=module.check_mode, kill_other_uids=p['kill_other_uids'])
     result['absent_users'] = absent + result['absent_users']
     result['changed'] = any(s['processes'] for s in result['sessions'])

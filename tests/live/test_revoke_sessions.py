@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
+import time
 
 import pytest
 
@@ -200,3 +202,29 @@ def test_absent_user_is_reported_not_an_error(default_target):
     result = default_target.run('revoke_sessions', {'users': ['sg-nobody-here']})
     assert not result.get('failed'), result
     assert result['absent_users'] == ['sg-nobody-here'] and result['changed'] is False
+
+
+def test_notice_reaches_the_mosh_client_before_the_session_ends(default_target, user_factory, mosh_session_factory,
+                                                               bystander):
+    user = user_factory()
+    session = mosh_session_factory(user)
+    notice = 'sessionguard-notice-%d: access revoked' % user.uid
+    seen, outcome = [], {}
+
+    def run():
+        outcome['result'] = default_target.run('revoke_sessions', {'users': [user.name], 'notice': notice + '\x1b[2J'})
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while worker.is_alive() and not seen:
+        if notice in session.screen():
+            seen.append(True)
+        time.sleep(0.05)
+    worker.join()
+
+    assert seen, 'the notice never appeared on the mosh client; screen:\n' + session.screen(history=True)
+    result = outcome['result']
+    assert not result['failed'] and result['notice_sent_to'] == [tty_of(session.shell)]
+    assert session.wait_client_exit() == 0
+    bystander.assert_untouched()
+    assert notice not in bystander.session.screen(history=True)
