@@ -204,8 +204,8 @@ def test_absent_user_is_reported_not_an_error(default_target):
     assert result['absent_users'] == ['sg-nobody-here'] and result['changed'] is False
 
 
-def test_notice_reaches_the_mosh_client_before_the_session_ends(default_target, user_factory, mosh_session_factory,
-                                                               bystander):
+def test_notice_reaches_the_mosh_client_before_the_session_ends(default_target, user_factory,
+                                                                mosh_session_factory, bystander):
     user = user_factory()
     session = mosh_session_factory(user)
     notice = 'sessionguard-notice-%d: access revoked' % user.uid
