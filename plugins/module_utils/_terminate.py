@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import time
@@ -53,9 +54,12 @@ class Handle(object):
         if HAS_PIDFD:
             try:
                 self.fd = os.pidfd_open(proc.pid)
-            except OSError:
-                self.gone = True
-                return
+            except OSError as e:
+                if e.errno == errno.ESRCH:
+                    self.gone = True
+                    return
+                # Out of descriptors or similar: start-time checks still keep reused PIDs safe.
+                self.fd = None
         # Checked after the pidfd exists: if the start time still matches, the fd holds our process.
         if read_start_ticks(proc.pid) != proc.start_ticks:
             self.gone = True
@@ -146,6 +150,16 @@ def kill_all_of_uid(uid):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
+def _raise_fd_limit():
+    """One pidfd per process of the set: a user with thousands of processes needs more than 1024."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (ValueError, OSError):
+        pass
+
+
 class Engine(object):
     """Runs one termination: snapshot-driven, race-aware, verified.
 
@@ -155,6 +169,7 @@ class Engine(object):
     """
 
     def __init__(self, grace_period, rescan, max_rounds=20):
+        _raise_fd_limit()
         self.grace = grace_period
         self.rescan = rescan
         self.max_rounds = max_rounds
