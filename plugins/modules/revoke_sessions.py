@@ -206,6 +206,8 @@ scope:
   sample: mosh
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._revoke import SCOPES, revoke
@@ -231,6 +233,11 @@ def main():
         targets, absent = resolve(p['users'], allow_system_users=p['allow_system_users'])
     except UserError as e:
         module.fail_json(msg=str(e))
+
+    others = [t.label for t in targets if t.uid != os.geteuid()]
+    if os.geteuid() != 0 and others:
+        module.fail_json(msg='revoke_sessions must run as root (become: true) to end sessions of other users: %s'
+                         % ', '.join(others))
 
     result = revoke(targets, scope=p['scope'], grace_period=p['grace_period'], notice=p['notice'],
                     check_mode=module.check_mode, kill_other_uids=p['kill_other_uids'])

@@ -215,6 +215,8 @@ ansible_facts:
            processes_truncated: false}
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._audit import audit
@@ -237,6 +239,8 @@ def main():
         except UserError as e:
             module.fail_json(msg=str(e))
         uids = [t.uid for t in targets]
+    if os.geteuid() != 0:
+        module.warn('session_facts runs without root: other users\' sessions are invisible; use become: true')
     found = audit(uids=uids, include_ssh=module.params['include_ssh'])
     for err in found['utmp_errors']:
         module.warn('could not read %s; client addresses and attach state may be missing' % err)
