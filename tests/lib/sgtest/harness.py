@@ -132,7 +132,7 @@ class Harness:
                 out.append(f"process of {u.name}: {p}")
             if u.account_exists():
                 out.append(f"account {u.name} still exists")
-            if os.path.exists(u.home):
+            if os.path.exists(u.host.path(u.home)):
                 out.append(f"home {u.home} still exists")
         me = os.getpid()
         for p in procfs.iter_procs(self.host.proc_root):

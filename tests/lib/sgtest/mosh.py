@@ -97,7 +97,7 @@ class MoshSession:
         # The daemon is the process holding both the UDP socket and the pty master;
         # the short-lived first process and the pre-exec child hold only the socket.
         for p in self.user.processes():
-            if self.port in procfs.udp_ports(p.pid) and procfs.has_ptmx(p.pid):
+            if self.port in procfs.udp_ports(p.pid, p.proc_root) and procfs.has_ptmx(p.pid, p.proc_root):
                 return p
         return None
 
@@ -105,7 +105,7 @@ class MoshSession:
         """The server's pty child once it has exec'ed (argv differs from the server's)."""
         if self.server is None or not self.server.alive():
             return None
-        for c in procfs.children(self.server.pid):
+        for c in procfs.children(self.server.pid, proc_root=self.server.proc_root):
             if c.zombie:
                 continue
             if c.cmdline and c.cmdline != self.server.cmdline:
@@ -201,7 +201,8 @@ class MoshSession:
         """Server daemon plus its live descendants (shell, foreground jobs...)."""
         if not self.server_alive():
             return []
-        return [self.server] + [p for p in procfs.descendants(self.server.pid) if not p.zombie]
+        return [self.server] + [p for p in procfs.descendants(self.server.pid, proc_root=self.server.proc_root)
+                                if not p.zombie]
 
     def close(self) -> None:
         """Kill the client side (tmux server and everything in it). The user's side is

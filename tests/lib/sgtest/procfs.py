@@ -9,7 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .waiting import wait_for
@@ -35,6 +35,9 @@ class Proc:
     cmdline: Tuple[str, ...]
     loginuid: Optional[int]
     sessionid: Optional[int]
+    # The procfs this snapshot was read from: "/proc", or e.g. "/proc/INIT/root/proc" for a
+    # process of a namespaced host (then ``pid`` is the PID inside that host's PID namespace).
+    proc_root: str = field(default=PROC, compare=False, repr=False)
 
     @property
     def uid(self) -> int:
@@ -60,8 +63,9 @@ class Proc:
         """(pid, starttime): identifies this process for its whole life."""
         return (self.pid, self.starttime)
 
-    def alive(self, proc_root: str = PROC) -> bool:
-        return alive(self.pid, self.starttime, proc_root)
+    def alive(self, proc_root: Optional[str] = None) -> bool:
+        """Still running (same start time)? Looks in the procfs it was read from by default."""
+        return alive(self.pid, self.starttime, proc_root or self.proc_root)
 
     def __str__(self) -> str:  # handy in assertion messages
         return (f"pid={self.pid} ppid={self.ppid} uid={self.uid} state={self.state} "
@@ -157,6 +161,7 @@ def read_proc(pid: int, proc_root: str = PROC) -> Optional[Proc]:
         cmdline=cmdline,
         loginuid=_int_file(f"{base}/loginuid"),
         sessionid=_int_file(f"{base}/sessionid"),
+        proc_root=proc_root,
     )
 
 
@@ -342,7 +347,13 @@ def signal_proc(pid: int, start: Optional[int], sig: int, proc_root: str = PROC)
 
     Uses a pidfd, so the check and the signal address the same process even if
     the PID is recycled in between. Returns True if the signal was delivered.
+
+    With another ``proc_root`` (the procfs of a child PID namespace, where ``pid`` is the
+    PID inside that namespace), the process is addressed by an open ``proc_root/pid``
+    directory, which ``pidfd_send_signal(2)`` accepts like a pidfd.
     """
+    if proc_root != PROC:
+        return _signal_proc_dir(pid, start, sig, proc_root)
     try:
         fd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -363,12 +374,46 @@ def signal_proc(pid: int, start: Optional[int], sig: int, proc_root: str = PROC)
         os.close(fd)
 
 
-def kill_procs(procs: Iterable[Proc], sig: int = signal.SIGKILL, proc_root: str = PROC) -> List[Proc]:
-    """Signal each snapshot (pid + start time). Returns those that were signalled."""
-    return [p for p in procs if signal_proc(p.pid, p.starttime, sig, proc_root)]
+def _signal_proc_dir(pid: int, start: Optional[int], sig: int, proc_root: str) -> bool:
+    try:
+        fd = os.open(f"{proc_root}/{pid}", os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    try:
+        if start is not None:
+            try:
+                sfd = os.open("stat", os.O_RDONLY, dir_fd=fd)
+            except (FileNotFoundError, ProcessLookupError):
+                return False
+            try:
+                text = os.read(sfd, 4096).decode("utf-8", "replace")
+            except ProcessLookupError:
+                return False
+            finally:
+                os.close(sfd)
+            try:
+                if int(parse_stat(text)["starttime"]) != start:  # type: ignore[arg-type]
+                    return False
+            except (ValueError, IndexError):
+                return False
+        try:
+            signal.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+    finally:
+        os.close(fd)
 
 
-def wait_gone(procs: Iterable[Proc], timeout: float = 10.0, proc_root: str = PROC) -> None:
+def kill_procs(procs: Iterable[Proc], sig: int = signal.SIGKILL, proc_root: Optional[str] = None) -> List[Proc]:
+    """Signal each snapshot (pid + start time). Returns those that were signalled.
+
+    Each snapshot is addressed in the procfs it was read from unless ``proc_root`` is given.
+    """
+    return [p for p in procs if signal_proc(p.pid, p.starttime, sig, proc_root or p.proc_root)]
+
+
+def wait_gone(procs: Iterable[Proc], timeout: float = 10.0, proc_root: Optional[str] = None) -> None:
     procs = list(procs)
     wait_for(lambda: not any(p.alive(proc_root) for p in procs), timeout,
              lambda: "processes to exit: " + "; ".join(str(p) for p in procs if p.alive(proc_root)))
@@ -393,7 +438,8 @@ def _kill_all_as(uid: int, gid: int) -> None:
 
 
 def kill_uid(uid: int, timeout: float = 15.0, gid: Optional[int] = None,
-             wait_zombies: float = 0.0, proc_root: str = PROC) -> List[Proc]:
+             wait_zombies: float = 0.0, proc_root: str = PROC,
+             killer: Optional[Callable[[int, int], None]] = None) -> List[Proc]:
     """SIGKILL every process of ``uid`` and verify none is left. Never matches by name.
 
     First the kernel's ``kill(-1)`` with the user's UID (atomic against fork),
@@ -401,13 +447,16 @@ def kill_uid(uid: int, timeout: float = 15.0, gid: Optional[int] = None,
     only an effective UID of ``uid``), until no live process of the UID remains.
     With ``wait_zombies`` > 0, also wait (best effort) that long for zombies of
     the UID to be reaped. Returns the snapshots of what was found alive at first.
+
+    ``killer(uid, gid)`` replaces the local ``kill(-1)`` (a namespaced host runs it inside
+    its PID namespace, so that the same UID on other hosts is left alone).
     """
     if uid == 0:
         raise ValueError("refusing to kill every process of UID 0")
     first = procs_of_uid(uid, proc_root=proc_root)
 
     def _round() -> bool:
-        _kill_all_as(uid, uid if gid is None else gid)
+        (killer or _kill_all_as)(uid, uid if gid is None else gid)
         rest = procs_of_uid(uid, proc_root=proc_root)
         kill_procs(rest, signal.SIGKILL, proc_root)
         return not procs_of_uid(uid, proc_root=proc_root)

@@ -35,6 +35,7 @@ class SshSession:
         self.client: Optional[procfs.Proc] = None
         self.shell: Optional[procfs.Proc] = None
         self.sshd_session: Optional[procfs.Proc] = None
+        self.local_ip: Optional[str] = None
         self.local_port: Optional[int] = None
         self.connect_seconds: Optional[float] = None
 
@@ -56,16 +57,17 @@ class SshSession:
         socks = procfs.inet_sockets(c.pid, "tcp")
         if not socks:
             return None
-        self.local_port = socks[0][1]
+        self.local_ip, self.local_port = socks[0][0], socks[0][1]
         return c
 
     def _find_shell(self) -> Optional[procfs.Proc]:
-        want = f"{self.sshd.address} {self.local_port} "
+        # SSH_CONNECTION = "client-ip client-port server-ip server-port"
+        want = f"{self.local_ip} {self.local_port} {self.sshd.address} "
         for p in self.user.processes():
-            env = procfs.environ(p.pid)
+            env = procfs.environ(p.pid, p.proc_root)
             if not env.get("SSH_CONNECTION", "").startswith(want):
                 continue
-            parent = procfs.read_proc(p.ppid)
+            parent = procfs.read_proc(p.ppid, p.proc_root)
             if parent is not None and parent.comm.startswith("sshd"):
                 self.sshd_session = parent
                 return p
@@ -136,7 +138,8 @@ class SshSession:
     def processes(self) -> List[procfs.Proc]:
         if self.shell is None or not self.shell.alive():
             return []
-        return [self.shell] + [p for p in procfs.descendants(self.shell.pid) if not p.zombie]
+        return [self.shell] + [p for p in procfs.descendants(self.shell.pid, proc_root=self.shell.proc_root)
+                               if not p.zombie]
 
     def close(self) -> None:
         self.term.close()

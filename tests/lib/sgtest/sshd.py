@@ -49,6 +49,8 @@ class Sshd:
     ``state_dir`` receives the config, host key, PID file, log and an extra
     authorized_keys directory (``authorized_keys/<user>``, used for root or
     other accounts whose home we do not want to touch; see :meth:`authorize`).
+    It is a path on ``host`` (for a namespaced host the test process reaches it
+    through ``host.path()``), and ``pid`` is the PID the host sees.
     """
 
     def __init__(self, host: Host, state_dir: str, port: Optional[int] = None,
@@ -103,9 +105,10 @@ class Sshd:
         if self.proc is not None:
             raise HarnessError("sshd already started")
         self.host.prepare()
-        os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
-        os.makedirs(self.keys_dir, mode=0o755, exist_ok=True)
-        if not os.path.exists(self.host_key):
+        here = self.host.path
+        os.makedirs(here(self.state_dir), mode=0o700, exist_ok=True)
+        os.makedirs(here(self.keys_dir), mode=0o755, exist_ok=True)
+        if not os.path.exists(here(self.host_key)):
             self.host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgtest-host",
                            "-f", self.host_key])
         ports: Sequence[int] = [self.requested_port] if self.requested_port else DEFAULT_PORTS
@@ -114,11 +117,12 @@ class Sshd:
             if not _port_free(self.address, port):
                 errors.append(f"{port}: in use")
                 continue
-            with open(self.config_path, "w") as fh:
+            with open(here(self.config_path), "w") as fh:
                 fh.write(self._config(port))
             self.host.run([SSHD_BINARY, "-t", "-f", self.config_path])
-            if os.path.exists(self.log_path):
-                os.unlink(self.log_path)
+            for stale in (self.log_path, self.pid_file):
+                if os.path.exists(here(stale)):
+                    os.unlink(here(stale))
             proc = self.host.spawn([SSHD_BINARY, "-D", "-f", self.config_path, "-E", self.log_path],
                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL, start_new_session=True,
@@ -127,9 +131,10 @@ class Sshd:
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     break
-                if self._listening(proc.pid, port) and _banner(self.address, port):
-                    self.proc, self.pid, self.port = proc, proc.pid, port
-                    self.starttime = procfs.starttime(proc.pid)
+                pid = self._spawned_pid(proc)
+                if pid and self._listening(pid, port, self.host.proc_root) and _banner(self.address, port):
+                    self.proc, self.pid, self.port = proc, pid, port
+                    self.starttime = procfs.starttime(pid, self.host.proc_root)
                     return self
                 time.sleep(0.05)
             if proc.poll() is None:
@@ -140,19 +145,30 @@ class Sshd:
                 break
         raise HarnessError("could not start sshd:\n" + "\n".join(errors))
 
+    def _spawned_pid(self, proc: subprocess.Popen) -> Optional[int]:
+        """The sshd's PID as the host sees it: the Popen's own PID on the local host, else
+        (the Popen is ``nsenter``) the PID sshd wrote to its PidFile."""
+        if self.host.proc_root == procfs.PROC:
+            return proc.pid
+        try:
+            with open(self.host.path(self.pid_file)) as fh:
+                return int(fh.read().strip())
+        except (OSError, ValueError):
+            return None
+
     @staticmethod
-    def _listening(pid: int, port: int) -> bool:
+    def _listening(pid: int, port: int, proc_root: str = procfs.PROC) -> bool:
         """True if *our* process (not some other sshd) holds the listening socket."""
-        return any(p == port for _ip, p, _ino in procfs.inet_sockets(pid, "tcp"))
+        return any(p == port for _ip, p, _ino in procfs.inet_sockets(pid, "tcp", proc_root))
 
     def running(self) -> bool:
-        return self.pid is not None and procfs.alive(self.pid, self.starttime)
+        return self.pid is not None and procfs.alive(self.pid, self.starttime, self.host.proc_root)
 
     def session_processes(self) -> List[procfs.Proc]:
         """Per-connection sshd processes (and their children) still hanging off the listener."""
         if not self.running():
             return []
-        return procfs.descendants(self.pid)  # type: ignore[arg-type]
+        return procfs.descendants(self.pid, proc_root=self.host.proc_root)  # type: ignore[arg-type]
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the listener and every per-connection child of it, by PID (never by name)."""
@@ -161,10 +177,16 @@ class Sshd:
         doomed = self.session_processes()
         procfs.kill_procs(doomed, signal.SIGKILL)
         if self.proc.poll() is None:
-            self.proc.terminate()
+            if self.host.proc_root == procfs.PROC:
+                self.proc.terminate()
+            elif self.running():  # the Popen is nsenter: signal sshd itself, by PID in its namespace
+                procfs.signal_proc(self.pid, self.starttime, signal.SIGTERM, self.host.proc_root)  # type: ignore[arg-type]
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                if self.running():
+                    procfs.signal_proc(self.pid, self.starttime, signal.SIGKILL,  # type: ignore[arg-type]
+                                       self.host.proc_root)
                 self.proc.kill()
                 self.proc.wait(timeout)
         procfs.wait_gone(doomed, timeout)
@@ -173,7 +195,7 @@ class Sshd:
     # ------------------------------------------------------------------ use
     def log_text(self) -> str:
         try:
-            with open(self.log_path, errors="replace") as fh:
+            with open(self.host.path(self.log_path), errors="replace") as fh:
                 return fh.read()
         except FileNotFoundError:
             return ""
@@ -185,9 +207,10 @@ class Sshd:
     def authorize(self, username: str, pubkey: str) -> str:
         """Allow ``pubkey`` for ``username`` via the state-dir keys file (not ~/.ssh)."""
         path = os.path.join(self.keys_dir, username)
-        with open(path, "a") as fh:
+        local = self.host.path(path)
+        with open(local, "a") as fh:
             fh.write(pubkey.strip() + "\n")
-        os.chmod(path, 0o644)
+        os.chmod(local, 0o644)
         return path
 
     def ssh_options(self, key_path: str) -> List[str]:

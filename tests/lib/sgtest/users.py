@@ -65,10 +65,12 @@ class TestUser:
         return [p.pid for p in self.processes(include_zombies)]
 
     def install_file(self, src: str, rel_dest: str, mode: int = 0o755) -> str:
-        """Copy ``src`` into the home as ``rel_dest`` (parents created), owned by the user."""
-        dest = os.path.join(self.home, rel_dest)
-        parts = os.path.relpath(os.path.dirname(dest), self.home).split(os.sep)
-        cur = self.home
+        """Copy ``src`` (a local path) into the home as ``rel_dest`` (parents created), owned by
+        the user. Returns the path as the user's host sees it."""
+        home = self.host.path(self.home)
+        dest = os.path.join(home, rel_dest)
+        parts = os.path.relpath(os.path.dirname(dest), home).split(os.sep)
+        cur = home
         for part in parts:
             if part in ("", "."):
                 continue
@@ -79,10 +81,10 @@ class TestUser:
         shutil.copyfile(src, dest)
         os.chown(dest, self.uid, self.gid)
         os.chmod(dest, mode)
-        return dest
+        return os.path.join(self.home, rel_dest)
 
     def authorize_key(self) -> None:
-        ssh_dir = os.path.join(self.home, ".ssh")
+        ssh_dir = os.path.join(self.host.path(self.home), ".ssh")
         os.makedirs(ssh_dir, mode=0o700, exist_ok=True)
         os.chown(ssh_dir, self.uid, self.gid)
         ak = os.path.join(ssh_dir, "authorized_keys")
@@ -93,7 +95,8 @@ class TestUser:
 
     def kill_all(self, timeout: float = 15.0) -> List[procfs.Proc]:
         """SIGKILL every process of the UID (kernel kill(-1) as the UID + /proc re-scan)."""
-        return procfs.kill_uid(self.uid, timeout, gid=self.gid, proc_root=self.host.proc_root)
+        return procfs.kill_uid(self.uid, timeout, gid=self.gid, proc_root=self.host.proc_root,
+                               killer=self.host.kill_all_as)
 
     def drop_account(self) -> None:
         """``userdel -f`` while processes may still run: leaves a UID with no name.
@@ -116,10 +119,12 @@ class TestUser:
                 raise HarnessError(f"userdel {self.name} failed: {cp.stderr}")
         # group of the same name, if userdel left it (USERGROUPS_ENAB normally removes it)
         self.host.run(["groupdel", self.name], check=False)
-        if os.path.isdir(self.home) and self.home.startswith("/home/"):
-            shutil.rmtree(self.home, ignore_errors=True)
-        shutil.rmtree(f"/tmp/tmux-{self.uid}", ignore_errors=True)
+        home = self.host.path(self.home)
+        if os.path.isdir(home) and self.home.startswith("/home/"):
+            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(self.host.path(f"/tmp/tmux-{self.uid}"), ignore_errors=True)
         for path in (f"/var/mail/{self.name}", f"/var/spool/mail/{self.name}"):
+            path = self.host.path(path)
             if os.path.exists(path):
                 os.unlink(path)
         utmp.retire_records(lambda r: r.user == self.name, self.host.utmp_path)
