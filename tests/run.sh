@@ -6,7 +6,7 @@
 #   1. tests/bootstrap.sh    system packages, .venv, psutil on the target Pythons
 #   2. tests/tools/sanity.sh ansible-test sanity, compile/import on Python 3.9 to 3.13
 #   3. tests/tools/lint.sh   ansible-lint (production), changelog, yamllint, antsibull-docs
-#   4. pytest                tests/unit and tests/live (pyproject.toml), with the .venv Python
+#   4. pytest                tests/unit, tests/live and tests/fleet (testpaths in pyproject.toml)
 #
 # Steps 2 to 4 all run even when an earlier one fails; the exit code is non-zero if any failed.
 # pytest collecting no test at all (exit code 5) counts as a failure.
