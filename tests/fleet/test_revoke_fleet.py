@@ -1,0 +1,222 @@
+"""End to end: the collection driven by ansible-playbook over SSH with become, against the fleet.
+
+Every host is a namespaced sshd host; mosh clients run on the machine itself, in tmux.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sgfleet import ansible
+from sgtest import procfs
+from sgtest.escapees import start_escapees
+from sgtest.mosh import MoshSession
+from sgtest.users import TestUser
+
+pytestmark = pytest.mark.fleet
+
+ESCAPEES = ('nohup', 'setsid', 'doublefork', 'tmux', 'trap')
+
+
+def module_play(module, args, hosts='fleet', check=False):
+    return [{
+        'name': 'Run %s' % module,
+        'hosts': hosts,
+        'gather_facts': False,
+        'tasks': [{'name': 'Module under test', 'sessionguard.mosh.%s' % module: args, 'check_mode': check}],
+    }]
+
+
+def run_module(fleet, module, args, **kw):
+    return ansible.playbook(fleet.inventory_path, module_play(module, args, **kw))
+
+
+def run_collection_playbook(fleet, name, extra_vars):
+    """``ansible-playbook sessionguard.mosh.NAME`` against the fleet inventory."""
+    return ansible.playbook(fleet.inventory_path, [{'ansible.builtin.import_playbook': 'sessionguard.mosh.%s' % name}],
+                            extra_vars=extra_vars)
+
+
+def ended_pids(result):
+    return set(p['pid'] for s in result['sessions'] for p in s['processes'])
+
+
+def open_sessions(fleet, user, mosh_factory, escapees=ESCAPEES):
+    """A mosh session with escapees for ``user`` on every host it exists on: host name -> (session, procs)."""
+    out = {}
+    for host in user.hosts:
+        session = mosh_factory(user, host)
+        esc = start_escapees(session, escapees) if escapees else {}
+        procs = [session.server, session.shell] + [e.proc for e in esc.values()]
+        out[host.name] = (session, procs)
+    return out
+
+
+def bystanders_everywhere(fleet, factory):
+    return [factory(h) for h in fleet.hosts]
+
+
+def test_one_run_revokes_a_user_on_every_host(fleet, fleet_user_factory, fleet_mosh_factory,
+                                              fleet_bystander_factory):
+    user = fleet_user_factory()
+    sessions = open_sessions(fleet, user, fleet_mosh_factory)
+    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+
+    run = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'revoke_grace_period': 2})
+
+    assert run.rc == 0, run.describe()
+    for name, (session, procs) in sessions.items():
+        host = fleet.host(name)
+        assert session.wait_client_exit() == 0, name
+        survivors = [p for p in procs if p.alive(host.proc_root)]
+        assert survivors == [], '%s: %s' % (name, [str(p) for p in survivors])
+        assert user.on(host).processes() == [], name
+    for b in bystanders:
+        b.assert_untouched()
+    # Every host is named in the fleet summary.
+    for host in fleet.hosts:
+        assert '%s: 1 session(s)' % host.name in run.stdout, run.stdout
+
+
+def test_every_host_kind_gives_the_same_result(fleet, fleet_user_factory, fleet_mosh_factory,
+                                               fleet_bystander_factory):
+    """Debian Python with and without psutil, pyenv 3.9 and 3.13: same sessions, same processes ended."""
+    user = fleet_user_factory()
+    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup', 'setsid'))
+    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+
+    run = run_module(fleet, 'revoke_sessions', {'users': [user.name]})
+
+    assert run.rc == 0, run.describe()
+    readers = {}
+    for host in fleet.hosts:
+        result = run.hosts[host.name]
+        session, procs = sessions[host.name]
+        assert not result.get('failed'), (host.name, result)
+        assert ended_pids(result) == set(p.pid for p in procs), host.name
+        [entry] = result['sessions']
+        assert (entry['kind'], entry['user'], entry['leader_pid']) == ('mosh', user.name, session.server.pid)
+        assert entry['client_address'] == '127.0.0.1'
+        assert session.wait_client_exit() == 0
+        readers[host.name] = result['process_reader']
+        expected = 'psutil' if host.profile.psutil else 'procfs'
+        assert result['process_reader'] == expected, host.name
+    assert set(readers.values()) == {'psutil', 'procfs'}
+    for b in bystanders:
+        b.assert_untouched()
+
+
+def test_user_absent_on_some_hosts(fleet, fleet_user_factory, fleet_mosh_factory, fleet_bystander_factory):
+    present = fleet.hosts[:2]
+    user = fleet_user_factory(hosts=present)
+    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))
+    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+
+    run = run_module(fleet, 'revoke_sessions', {'users': [user.name]})
+
+    assert run.rc == 0, run.describe()
+    for host in fleet.hosts:
+        result = run.hosts[host.name]
+        assert not result.get('failed'), (host.name, result)
+        if host in present:
+            assert result['changed'] is True and result['absent_users'] == []
+            assert sessions[host.name][0].wait_client_exit() == 0
+            assert user.on(host).processes() == []
+        else:
+            assert result['changed'] is False and result['absent_users'] == [user.name]
+            assert result['sessions'] == []
+    for b in bystanders:
+        b.assert_untouched()
+
+
+def test_a_host_with_sshd_down_is_unreachable_and_the_rest_are_revoked(fleet, fleet_user_factory, fleet_mosh_factory):
+    user = fleet_user_factory()
+    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))
+    down = fleet.hosts[-1]
+    down.sshd.stop()
+    # Earlier runs' multiplexed connections (ControlPersist) would outlive the listener: end them too.
+    conns = [p for p in procfs.iter_procs(down.proc_root) if p.comm.startswith('sshd')]
+    procfs.kill_procs(conns)
+    procfs.wait_gone(conns, proc_root=down.proc_root)
+    try:
+        run = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name]})
+        assert run.rc != 0, run.describe()
+        assert run.hosts[down.name].get('unreachable'), run.hosts.get(down.name)
+        assert '%s: NOT CONFIRMED' % down.name in run.stdout, run.stdout
+        for host in fleet.hosts:
+            session, procs = sessions[host.name]
+            if host is down:
+                # Nothing reached it: its session is still there, as the failed run says.
+                assert session.client_running() and all(p.alive(host.proc_root) for p in procs)
+            else:
+                assert session.wait_client_exit() == 0, host.name
+                assert user.on(host).processes() == [], host.name
+    finally:
+        down.sshd.start()
+
+
+def test_revoking_the_user_ansible_connects_as(fleet, fleet_scope, fleet_user_factory, fleet_mosh_factory,
+                                               fleet_bystander_factory):
+    """ops has a mosh session with escapees on a host; revoking ops (scope all) ends everything of ops
+    there except the connection that runs the task, says so, and the run completes."""
+    host = fleet.hosts[0]
+    uid, gid = fleet_ops_ids(host)
+    ops = TestUser(host, 'ops', uid, gid, '/home/ops', fleet.ops_key_path, '/bin/bash')
+    session = MoshSession(host.sshd, ops, fleet_scope._session_dir('mosh'))
+    fleet_scope.sessions.append(session)
+    session.start()
+    session.wait_connected(30)
+    escapees = start_escapees(session, ('nohup', 'setsid'))
+    procs = [session.server, session.shell] + [e.proc for e in escapees.values()]
+    bystander = fleet_bystander_factory(host)
+
+    play = module_play('revoke_sessions', {'users': ['ops'], 'scope': 'all', 'grace_period': 1}, hosts=host.name)
+    play[0]['tasks'].append({'name': 'The connection still works', 'ansible.builtin.command': 'id -un',
+                             'changed_when': False})
+    play[0]['tasks'][0]['register'] = 'revoked'
+    play[0]['tasks'].append({'name': 'Return the revocation', 'ansible.builtin.debug': {'var': 'revoked'}})
+    run = ansible.playbook(fleet.inventory_path, play)
+
+    assert run.rc == 0, run.describe()
+    result = run.hosts[host.name]['revoked']
+    assert result['spared'], result
+    assert any('sshd' in s['cmdline'] for s in result['spared'])
+    assert 'left running' in run.stdout or result['spared']
+    assert session.wait_client_exit() == 0
+    assert not any(p.alive(host.proc_root) for p in procs)
+    spared = set(s['pid'] for s in result['spared'])
+    leftover = [p for p in procfs.procs_of_uid(uid, proc_root=host.proc_root) if p.pid not in spared]
+    # What is left of ops is only the (now finished) Ansible connection's own chain, if anything.
+    assert all(p.comm.startswith('sshd') or p.comm in ('sh', 'bash', 'sudo', 'python3') for p in leftover), leftover
+    bystander.assert_untouched()
+
+
+def fleet_ops_ids(host):
+    entry = host.run(['getent', 'passwd', 'ops']).stdout.split(':')
+    return int(entry[2]), int(entry[3])
+
+
+def test_session_facts_across_the_fleet(fleet, fleet_user_factory, fleet_mosh_factory, fleet_ssh_factory):
+    user = fleet_user_factory()
+    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=())
+    logins = dict((h.name, fleet_ssh_factory(user, h)) for h in fleet.hosts[:2])
+
+    run = run_module(fleet, 'session_facts', {'users': [user.name], 'include_ssh': True})
+
+    assert run.rc == 0, run.describe()
+    for host in fleet.hosts:
+        facts = run.hosts[host.name]['ansible_facts']['sessionguard_sessions']
+        [mosh] = [s for s in facts if s['kind'] == 'mosh']
+        session = sessions[host.name][0]
+        assert mosh['server_pid'] == session.server.pid, host.name
+        assert mosh['user'] == user.name and mosh['state'] == 'attached'
+        assert mosh['client_ip'] == '127.0.0.1'
+        assert mosh['ssh_connection']['server_ip'] == host.address
+        assert mosh['bind_address'] == host.address
+        assert mosh['udp_port'] in procfs.udp_ports(session.server.pid, host.proc_root)
+        ssh = [s for s in facts if s['kind'] == 'ssh']
+        if host.name in logins:
+            assert len(ssh) == 1 and ssh[0]['client_ip'] == '127.0.0.1'
+            assert any(p['pid'] == logins[host.name].shell.pid for p in ssh[0]['processes'])
+        else:
+            assert ssh == []
