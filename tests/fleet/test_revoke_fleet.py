@@ -48,6 +48,7 @@ def open_sessions(fleet, user, mosh_factory, escapees=ESCAPEES):
         session = mosh_factory(user, host)
         esc = start_escapees(session, escapees) if escapees else {}
         procs = [session.server, session.shell] + [e.proc for e in esc.values()]
+        user.on(host).settled_processes()
         out[host.name] = (session, procs)
     return out
 

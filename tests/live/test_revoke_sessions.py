@@ -90,7 +90,7 @@ def test_check_mode_signals_nothing_and_predicts_the_real_run(target, user_facto
     user = user_factory()
     session = mosh_session_factory(user)
     start_escapees(session, ('nohup', 'setsid', 'doublefork'))
-    before = user.processes()
+    before = user.settled_processes()
 
     preview = target.run('revoke_sessions', {'users': [user.name]}, check=True)
 

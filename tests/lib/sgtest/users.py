@@ -7,6 +7,7 @@ import random
 import re
 import shutil
 import string
+import time
 from typing import List, Optional, Set
 
 from . import procfs, utmp
@@ -60,6 +61,21 @@ class TestUser:
 
     def processes(self, include_zombies: bool = False) -> List[procfs.Proc]:
         return procfs.procs_of_uid(self.uid, include_zombies, self.host.proc_root)
+
+    def settled_processes(self, quiet: float = 0.5, timeout: float = 15.0) -> List[procfs.Proc]:
+        """The processes once none has appeared or gone for ``quiet`` seconds: escapees fork and
+        exit intermediate processes while they start, and a snapshot must not catch those."""
+        deadline = time.monotonic() + timeout
+        last: Optional[Set] = None
+        now = self.processes()
+        while time.monotonic() < deadline:
+            now = self.processes()
+            keys = {p.key() for p in now}
+            if keys == last:
+                return now
+            last = keys
+            time.sleep(quiet)
+        raise HarnessError(f"processes of {self.name} never settled: {[str(p) for p in now]}")
 
     def pids(self, include_zombies: bool = False) -> List[int]:
         return [p.pid for p in self.processes(include_zombies)]
