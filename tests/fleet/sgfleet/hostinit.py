@@ -80,8 +80,8 @@ class Init(object):
             return v.encode() if v is not None else None
         if _libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)) != 0:
             err = ctypes.get_errno()
-            raise OSError(err, "mount(%r, %r, %r, %#x, %r): %s" % (source, target, fstype, flags, data,
-                                                                os.strerror(err)))
+            raise OSError(err, "mount(%r, %r, %r, %#x, %r): %s"
+                          % (source, target, fstype, flags, data, os.strerror(err)))
 
     def bind(self, source, target, recursive=False, readonly=False):
         self.mount(source, target, None, MS_BIND | (MS_REC if recursive else 0))
