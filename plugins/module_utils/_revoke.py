@@ -54,8 +54,7 @@ class Plan(object):
                     s.report.append(p)
             self.reported.extend(s.report)
             for k, v in s.labels().items():
-                if k in self.labels:
-                    self.labels[k] |= v
+                self.labels[k] |= v
 
     def _endable(self, s, p):
         if p.has_uid(s.uid) or self.kill_other_uids:

@@ -122,12 +122,10 @@ class Session(object):
 
     def labels(self):
         """What later scans use to find processes tied to this session after its leader is gone."""
-        out = {'sids': set(), 'ttys': set(), 'audit': set(), 'logind': set()}
+        out = {'sids': set(), 'audit': set(), 'logind': set()}
         for p in self.members:
             if p.sid > 1:
                 out['sids'].add(p.sid)
-        if self.tty:
-            out['ttys'].add(self.tty)
         if self.audit_session is not None:
             out['audit'].add(self.audit_session)
         if self.logind_session:
@@ -235,12 +233,11 @@ class Discovery(object):
                 s.tty = p.tty
                 break
         if s.tty is None:
-            m = _SSHD_TITLE.match(conn.argv0)
+            # No descendant holds a terminal (yet): the user's sshd names it, "sshd: bob@pts/3".
             for c in self.snap.children.get(conn.pid, ()):
-                cm = _SSHD_TITLE.match(self.snap.get(c).argv0) if self.snap.get(c) else None
-                if cm and cm.group('tty') and cm.group('tty') != 'notty':
-                    s.tty = cm.group('tty')
-            del m
+                m = _SSHD_TITLE.match(self.snap.get(c).argv0) if self.snap.get(c) else None
+                if m and m.group('tty') and m.group('tty') != 'notty':
+                    s.tty = m.group('tty')
         sids = set(self.snap.get(c).sid for c in self.snap.descendants(conn.pid) if self.snap.get(c))
         self._gather(s, roots=[conn], sids=sids)
         return s

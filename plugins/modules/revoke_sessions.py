@@ -189,6 +189,12 @@ notice_sent_to:
   type: list
   elements: str
   sample: [pts/3]
+errors:
+  description: Signals that could not be sent, with the PID and the reason; such processes also appear in RV(survivors).
+  returned: when something was signalled
+  type: list
+  elements: str
+  sample: []
 process_reader:
   description: How processes were read on the host, V(psutil) or V(procfs).
   returned: always
