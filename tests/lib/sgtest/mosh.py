@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from . import procfs, utmp
 from .host import HarnessError
-from .tmux import Terminal
+from .tmux import Terminal, TerminalSession
 from .waiting import Stopwatch, wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ def spoofed_server(user: "TestUser", rel_path: str = ".cache/x/kworker",
     return f"exec -a {shlex.quote(argv0)} ~/{rel_path}"
 
 
-class MoshSession:
+class MoshSession(TerminalSession):
     """One ``mosh user@host`` run inside its own tmux server.
 
     Lifecycle: ``start()`` then ``wait_connected()`` (the factory does both).
@@ -151,29 +151,6 @@ class MoshSession:
 
     def utmp_record(self) -> Optional[utmp.UtmpRecord]:
         return utmp.mosh_record(self.server_pid, self.user.host.utmp_path) if self.server else None
-
-    # ------------------------------------------------------------------ terminal passthrough
-    def send(self, line: str) -> None:
-        """Type ``line`` + Enter into the remote shell."""
-        self.term.send_line(line)
-
-    send_line = send
-
-    def type(self, text: str) -> None:
-        self.term.type(text)
-
-    def send_keys(self, *keys: str) -> None:
-        self.term.send_keys(*keys)
-
-    def screen(self, history: bool = False) -> str:
-        return self.term.screen(history)
-
-    def wait_screen(self, pattern, timeout: float = 15.0):
-        return self.term.wait_screen(pattern, timeout)
-
-    def sync(self, timeout: float = 15.0) -> None:
-        """Return once the remote shell has executed everything typed so far."""
-        self.term.sync(timeout)
 
     # ------------------------------------------------------------------ client state
     def client_running(self) -> bool:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, List, Optional
 from . import procfs
 from .host import HarnessError
 from .mosh import PROMPT_RE
-from .tmux import Terminal
+from .tmux import Terminal, TerminalSession
 from .waiting import Stopwatch, wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .users import TestUser
 
 
-class SshSession:
+class SshSession(TerminalSession):
     """``ssh -tt user@host [command]`` in its own tmux server.
 
     After :meth:`wait_connected`: ``client`` is the local ssh process, ``shell``
@@ -94,26 +94,6 @@ class SshSession:
     @property
     def sessionid(self) -> Optional[int]:
         return self.shell.sessionid if self.shell else None
-
-    def send(self, line: str) -> None:
-        self.term.send_line(line)
-
-    send_line = send
-
-    def type(self, text: str) -> None:
-        self.term.type(text)
-
-    def send_keys(self, *keys: str) -> None:
-        self.term.send_keys(*keys)
-
-    def screen(self, history: bool = False) -> str:
-        return self.term.screen(history)
-
-    def wait_screen(self, pattern, timeout: float = 15.0):
-        return self.term.wait_screen(pattern, timeout)
-
-    def sync(self, timeout: float = 15.0) -> None:
-        self.term.sync(timeout)
 
     def running(self) -> bool:
         return self.client is not None and self.client.alive() and self.term.exit_status() is None

@@ -194,3 +194,31 @@ class Terminal:
         except FileNotFoundError:
             pass
         self.closed = True
+
+
+class TerminalSession:
+    """Typing into and reading from a client running in a :class:`Terminal` (``self.term``)."""
+
+    term: Terminal
+
+    def send(self, line: str) -> None:
+        """Type ``line`` + Enter into the remote shell."""
+        self.term.send_line(line)
+
+    send_line = send
+
+    def type(self, text: str) -> None:
+        self.term.type(text)
+
+    def send_keys(self, *keys: str) -> None:
+        self.term.send_keys(*keys)
+
+    def screen(self, history: bool = False) -> str:
+        return self.term.screen(history)
+
+    def wait_screen(self, pattern, timeout: float = 15.0):
+        return self.term.wait_screen(pattern, timeout)
+
+    def sync(self, timeout: float = 15.0) -> None:
+        """Return once the remote shell has executed everything typed so far."""
+        self.term.sync(timeout)
