@@ -67,7 +67,7 @@ def main():
                   '"revoke_notice": "Your access has been revoked."}')
 
     say('What happened')
-    print('  %-9s %-6s %-40s %s' % ('host', 'user', 'mosh client on the laptop', 'processes on the host'))
+    print('  %-9s %-6s %-50s %s' % ('host', 'user', 'mosh client on the laptop', 'processes on the host'))
     ok = rc == 0
     for h in fleet.hosts:
         for name, user in (('alice', alice), ('bob', bob)):
@@ -80,7 +80,7 @@ def main():
             else:
                 client = 'still running' if s.client_running() else 'NOT RUNNING'
                 ok = ok and s.client_running()
-            print('  %-9s %-6s %-40s %d' % (h.name, name, client, len(user.on(h).processes())))
+            print('  %-9s %-6s %-50s %d' % (h.name, name, client, len(user.on(h).processes())))
     print()
     print('bob is cut off on every host and nothing of his survived; alice was not touched.' if ok
           else 'SOMETHING IS WRONG: see above.')
