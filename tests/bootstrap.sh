@@ -12,8 +12,9 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 
 # Without the shellcheck program, ansible-test's "shellcheck" sanity test is skipped.
+# python3-psutil: the fleet's Debian-Python hosts (tests/fleet) have psutil, except one that hides it.
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
-    shellcheck)
+    shellcheck python3-psutil)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -319,6 +319,25 @@ def test_init_supervises_sshd_and_ignores_signals_from_inside(fleet):
     assert h.alive() and h.sshd.listening()
 
 
+def test_a_second_sgtest_sshd_can_run_inside_a_host(fleet, fleet_user_factory):
+    """sgtest.Sshd works on a namespaced host too (state dir, PID file, log inside the host)."""
+    h = fleet.hosts[0]
+    u = fleet_user_factory(hosts=[h])
+    extra = sgtest.Sshd(h, "/run/sgtest-extra-sshd").start()
+    try:
+        assert extra.address == h.address and extra.port != 22
+        p = procfs.read_proc(extra.pid, h.proc_root)
+        assert p.comm == "sshd" and extra.running()
+        assert os.path.exists(h.path(extra.config_path)) and not os.path.exists(extra.config_path)
+        loginuid, sessionid = extra.audit_ids(u.on(h))
+        assert loginuid == u.uid and sessionid != AUDIT_UNSET
+        assert extra.run_as(u.on(h), "hostname").stdout.strip() == h.name
+    finally:
+        extra.stop()
+    assert not p.alive() and not extra.running()
+    h.run(["rm", "-rf", "/run/sgtest-extra-sshd"])
+
+
 def test_leftover_detector_sees_a_running_fleet(fleet):
     found = fleet.leftovers()
     for h in fleet.hosts:
