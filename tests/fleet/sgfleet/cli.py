@@ -34,7 +34,9 @@ def cmd_up(args) -> int:
     t0 = time.monotonic()
     fleet.up(args.n, profiles=args.profile or None, timeout=args.timeout,
              first=None if args.first == "auto" else int(args.first))
-    print(f"fleet up: {len(fleet.hosts)} hosts in {time.monotonic() - t0:.1f}s (state dir {fleet.state_dir})")
+    phases = ", ".join(f"{k} {v:.1f}s" for k, v in fleet.timings.items() if k != "up")
+    print(f"fleet up: {len(fleet.hosts)} hosts in {time.monotonic() - t0:.1f}s (state dir {fleet.state_dir}; "
+          f"cumulative: {phases})")
     _print_status(fleet)
     print(f"inventory: {fleet.inventory_path}")
     return 0
@@ -137,3 +139,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FleetError, KeyError) as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # e.g. `fleet status | head -1`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

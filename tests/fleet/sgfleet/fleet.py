@@ -54,7 +54,6 @@ OPS_USER = "ops"
 OPS_UID_FROM = 1500
 USER_UID_RANGE = (10000, 19999)  # fleet users; sgtest's local users use 20000-59999
 NAMESPACES = ("pid", "mnt", "uts")
-HOST_DIRS = ("etc", "home", "root", "tmp", "var-log", "var-tmp")
 REQUIRED = ("unshare", "nsenter", "setpriv", "cp", "ssh-keygen", "useradd", "groupadd", "userdel",
             "sudo", "mosh", "mosh-server", "tmux", "ssh")
 
@@ -173,16 +172,21 @@ def _unescape_mount_path(p: str) -> str:
 
 
 def _mounts_touching(paths: Sequence[str], pid: Union[int, str] = "self") -> List[str]:
-    """mountinfo lines (of ``pid``'s mount namespace) whose mount point or source root is
-    at or below one of ``paths``."""
+    """mountinfo lines (of ``pid``'s mount namespace) whose mount point, source root, source
+    or options (e.g. an overlay's lowerdir/upperdir) name a path at or below one of ``paths``."""
     out = []
     for line in _mountinfo_lines(pid):
         f = line.split()
         if len(f) < 5:
             continue
-        root, mpoint = _unescape_mount_path(f[3]), _unescape_mount_path(f[4])
+        words = [_unescape_mount_path(w) for w in f[3:5]]
+        if " - " in line:  # after the separator: fstype, source, super options (comma separated)
+            tail = line.split(" - ", 1)[1].split()
+            words += [_unescape_mount_path(w) for w in tail[1:2]]
+            for opt in (tail[2] if len(tail) > 2 else "").split(","):
+                words += [_unescape_mount_path(v) for v in opt.partition("=")[2].split(":") if v]
         for p in paths:
-            if any(x == p or x.startswith(p.rstrip("/") + "/") for x in (root, mpoint)):
+            if any(x == p or x.startswith(p.rstrip("/") + "/") for x in words):
                 out.append(line)
                 break
     return out
@@ -578,30 +582,29 @@ class Fleet:
         self._make_template(template)
         self.timings["template"] = clock.elapsed()
 
-        # Per-host file systems: one cp per host, all at once.
+        # Per-host file systems: /etc is an overlay (upper layer per host) on the template's
+        # /etc copy, which stays in place (untouched) until down; /home is copied (ops only).
         indexes = list(range(first, first + n))
         names = [host_name(i) for i in indexes]
         hostdirs = {name: os.path.join(sd, "hosts", name) for name in names}
         for hd in hostdirs.values():
             os.mkdir(hd, 0o755)
-        _run_parallel([["cp", "-a", os.path.join(template, "etc"), os.path.join(template, "home"), hd]
-                       for hd in hostdirs.values()])
+        _run_parallel([["cp", "-a", os.path.join(template, "home"), hd] for hd in hostdirs.values()])
         self.timings["copy"] = clock.elapsed()
         keygens = []
         records = []
         for k, (i, name) in enumerate(zip(indexes, names)):
             prof = profs[k % len(profs)]
             hd = hostdirs[name]
-            self._customize_host(i, name, hd, prof)
+            self._customize_host(i, name, hd, prof, os.path.join(template, "etc"))
             keygens.append(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{name}",
-                            "-f", os.path.join(hd, "etc/ssh/ssh_host_ed25519_key")])
+                            "-f", os.path.join(hd, "etc-upper/ssh/ssh_host_ed25519_key")])
             records.append({"index": i, "name": name, "hostname": name, "address": address_of(i),
                             "hostdir": hd, "profile": prof.name,
                             "profile_spec": {"name": prof.name, "python": prof.python, "psutil": prof.psutil,
                                              "hide_psutil": prof.hide_psutil, "groups": list(prof.groups)},
                             "python": prof.interpreter(), "psutil": prof.psutil, "groups": list(prof.groups)})
         _run_parallel(keygens)
-        safe_rmtree(template)
         self.timings["prepare"] = clock.elapsed()
 
         # Start every host's init at once.
@@ -681,9 +684,14 @@ class Fleet:
         with open(self.ops_key_path + ".pub") as fh:
             _write(os.path.join(ssh_dir, "authorized_keys"), fh.read(), 0o600, uid, uid)
 
-    def _customize_host(self, index: int, name: str, hd: str, prof: Profile) -> None:
+    def _customize_host(self, index: int, name: str, hd: str, prof: Profile, lower_etc: str) -> None:
         address = address_of(index)
-        etc = os.path.join(hd, "etc")
+        # The host's /etc: template/etc (lower, shared, never written) + etc-upper (this
+        # host's changes: copy-on-write, so every host has its own account database).
+        etc = os.path.join(hd, "etc-upper")
+        os.mkdir(etc, 0o755)
+        os.mkdir(os.path.join(hd, "etc-work"), 0o700)
+        os.mkdir(os.path.join(etc, "ssh"), 0o755)
         _write(os.path.join(etc, "hostname"), name + "\n")
         _write(os.path.join(etc, "hosts"),
                f"127.0.0.1\tlocalhost\n{address}\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
@@ -694,7 +702,7 @@ class Fleet:
             os.mkdir(path)
             os.chmod(path, mode)
         os.mkdir(os.path.join(hd, "root", ".pyenv"), 0o755)
-        utmp_gid = _group_gid(etc, "utmp")
+        utmp_gid = _group_gid(lower_etc, "utmp")
         for f, mode in (("wtmp", 0o664), ("btmp", 0o660), ("lastlog", 0o664)):
             _write(os.path.join(hd, "var-log", f), "", mode, 0, utmp_gid)
         binds = []
@@ -706,7 +714,8 @@ class Fleet:
                           "recursive": True, "readonly": True})
         binds += [
             {"source": os.path.join(hd, "root"), "target": "/root", "recursive": True},
-            {"source": etc, "target": "/etc"},
+            {"source": "overlay", "target": "/etc", "fstype": "overlay",
+             "data": f"lowerdir={lower_etc},upperdir={etc},workdir={os.path.join(hd, 'etc-work')}"},
             {"source": os.path.join(hd, "home"), "target": "/home"},
             {"source": os.path.join(hd, "var-log"), "target": "/var/log"},
             {"source": os.path.join(hd, "var-tmp"), "target": "/var/tmp"},

@@ -13,8 +13,8 @@ Setup (all mounts are private to the host's mount namespace):
 
 * reset the audit loginuid to "unset", like a freshly booted init, so that sshd's
   ``pam_loginuid`` gives every login a new loginuid/sessionid pair;
-* hostname; bind mounts from the config (``/etc``, ``/home``, ``/root``, ``/var/log``,
-  ``/var/tmp``, finally ``/tmp``); a tmpfs on ``/run`` with ``/run/sshd``, ``/run/lock``
+* hostname; mounts from the config (``/etc`` as a copy-on-write overlay of the fleet's
+  /etc copy, bind mounts of ``/home``, ``/root``, ``/var/log``, ``/var/tmp``, finally ``/tmp``); a tmpfs on ``/run`` with ``/run/sshd``, ``/run/lock``
   and ``/run/utmp`` (root:utmp 0664); optional overlays that hide Python packages
   (whiteouts), e.g. psutil on a "no psutil" host;
 * ``sshd -D -e`` with its stderr on the host's sshd.log.
@@ -88,6 +88,13 @@ class Init(object):
         if readonly:
             self.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
+    def mount_entry(self, m):
+        """A bind mount, or (with "fstype") a mount of that type with "data" as options."""
+        if m.get("fstype"):
+            self.mount(m["source"], m["target"], m["fstype"], 0, m.get("data"))
+        else:
+            self.bind(m["source"], m["target"], m.get("recursive", False), m.get("readonly", False))
+
     # ------------------------------------------------------------------ setup
     def reset_loginuid(self):
         try:
@@ -107,8 +114,8 @@ class Init(object):
         self.reset_loginuid()
         socket.sethostname(cfg["hostname"])
         self.mount(None, "/", None, MS_REC | MS_PRIVATE)
-        for b in cfg["binds"]:
-            self.bind(b["source"], b["target"], b.get("recursive", False), b.get("readonly", False))
+        for m in cfg["binds"]:
+            self.mount_entry(m)
         self.mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=64m")
         os.mkdir("/run/sshd", 0o755)
         os.mkdir("/run/lock", 0o755)
@@ -125,8 +132,8 @@ class Init(object):
             for name in hide["names"]:
                 os.mknod(os.path.join(wdir, name), 0o600 | 0o020000, os.makedev(0, 0))  # whiteout
             self.mount("overlay", hide["dir"], "overlay", 0, "lowerdir=%s:%s" % (wdir, hide["dir"]))
-        for b in cfg.get("late_binds", []):
-            self.bind(b["source"], b["target"], b.get("recursive", False), b.get("readonly", False))
+        for m in cfg.get("late_binds", []):
+            self.mount_entry(m)
         self.log("host set up: hostname %s, address %s" % (cfg["hostname"], cfg["address"]))
 
     # ------------------------------------------------------------------ sshd
