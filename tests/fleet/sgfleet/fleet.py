@@ -14,8 +14,10 @@ Everything lives in the state directory (default ``/tmp/sessionguard-fleet/defau
     inventory.yml         Ansible inventory (see render_inventory)
     ops/id_ed25519        the key Ansible logs in with (user ops, sudo NOPASSWD)
     users/NAME/id_ed25519 keys of users made with create_user
-    hosts/NAME/           etc/ home/ root/ tmp/ var-log/ var-tmp/ (the host's own copies),
-                          config.json, init.log, sshd.log
+    template/etc          the machine's /etc copied at up (+ ops): lower layer of every host's /etc
+    hosts/NAME/           etc-upper/ etc-work/ (the host's /etc layer), home/ root/ tmp/ var-log/
+                          var-tmp/ (the host's own directories), config.json, init.log, sshd.log
+    cp/                   ControlPath of Ansible's ssh masters
     scopes/               client-side state of sessions (tmux sockets, screens)
 """
 
