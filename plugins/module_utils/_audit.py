@@ -10,7 +10,7 @@ Do not use this from other collections or standalone plugins/modules!
 
 from __future__ import annotations
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import Snapshot, make_reader, own_chain
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain, read_environ_var
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import Clock, proc_entry, tcp_peer, user_of
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import OVERFLOW_UIDS, uid_min
@@ -21,22 +21,9 @@ PROCESS_LIST_MAX = 20
 CLIENT_IP_NOTE = 'written to utmp by mosh-server; the user can influence it, so it is a hint, not proof'
 
 
-def _environ(pid, name):
-    try:
-        with open('/proc/%d/environ' % pid, 'rb') as f:
-            data = f.read(1 << 20)
-    except OSError:
-        return None
-    prefix = name.encode() + b'='
-    for item in data.split(b'\0'):
-        if item.startswith(prefix):
-            return item[len(prefix):].decode('utf-8', 'replace')
-    return None
-
-
-def ssh_origin(pid):
+def ssh_origin(pid, root=PROC):
     """The SSH connection a process was launched from (``SSH_CONNECTION``: launch time only)."""
-    value = _environ(pid, 'SSH_CONNECTION')
+    value = read_environ_var(pid, 'SSH_CONNECTION', root)
     parts = value.split() if value else []
     if len(parts) != 4:
         return None
@@ -98,7 +85,7 @@ def mosh_entry(session, snap, judge, utmp, clock):
     entry['state'], entry['detached_seconds'], entry['state_source'] = mosh_state(session, judge, utmp, clock.now)
     entry['client_ip'], entry['client_ip_source'] = utmp.last_client(server.pid)
     entry['client_ip_note'] = CLIENT_IP_NOTE if entry['client_ip'] else None
-    entry['ssh_connection'] = ssh_origin(server.pid)
+    entry['ssh_connection'] = ssh_origin(server.pid, snap.root)
     return entry
 
 
@@ -108,12 +95,12 @@ def ssh_entry(session, snap, clock):
     return entry
 
 
-def audit(uids=None, include_ssh=False, prefer_psutil=True):
+def audit(uids=None, include_ssh=False, prefer_psutil=True, root=PROC):
     """Sessions and orphans on this host. ``uids``: only these users (None: everyone)."""
-    reader = make_reader(prefer_psutil)
+    reader = make_reader(prefer_psutil, root)
     snap = Snapshot(reader)
-    judge = ExeJudge()
-    clock = Clock()
+    judge = ExeJudge(root)
+    clock = Clock(root)
     utmp = MoshUtmp()
     # SSH logins are always discovered so their processes are not mistaken for orphans.
     disc = Discovery(snap, uids=uids, judge=judge)
@@ -130,6 +117,7 @@ def audit(uids=None, include_ssh=False, prefer_psutil=True):
         'process_reader': reader.name,
         'utmp': utmp.utmp_path,
         'utmp_errors': utmp.errors,
+        'unreadable': judge.flagged(),
     }
 
 
@@ -138,7 +126,7 @@ def orphans(disc, snap, uids):
     if uids is None:
         lowest = uid_min()
         uids = set(p.uid for p in snap if p.uid >= lowest and p.uid not in OVERFLOW_UIDS)
-    out, mine = [], set(own_chain())
+    out, mine = [], set(own_chain(snap.root))
     for uid in sorted(uids):
         procs = [p for p in disc.unclaimed(uid) if p.pid not in mine]
         if procs:

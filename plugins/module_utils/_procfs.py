@@ -14,9 +14,12 @@ session, cgroup, session id, pty masters) always come from ``/proc``.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._text import decode
 
 try:
     import psutil
@@ -29,10 +32,14 @@ PROC = '/proc'
 # /proc/PID/loginuid and /proc/PID/sessionid hold this when pam_loginuid never ran.
 UNSET_ID = 4294967295
 CLK_TCK = os.sysconf('SC_CLK_TCK')
-_CMDLINE_MAX = 4096
+# Every read is bounded: a hostile user chooses the size of argv, cgroup paths and the environment.
+CMDLINE_MAX = 4096
+_READ_MAX = 65536
+# The errors that mean "the process is gone". Anything else (EMFILE, EACCES, ...) is not an answer.
+VANISHED = (errno.ENOENT, errno.ESRCH)
 
 
-def _read(path, limit=65536):
+def _read(path, limit=_READ_MAX):
     with open(path, 'rb') as f:
         return f.read(limit)
 
@@ -44,11 +51,16 @@ def _read_int(path):
         return None
 
 
-def boot_time():
-    for line in _read(os.path.join(PROC, 'stat')).decode().splitlines():
+def pid_path(pid, *parts, **kw):
+    """Path of ``/proc/PID/parts...`` under the procfs ``root`` (the one seam for /proc paths)."""
+    return os.path.join(kw.get('root') or PROC, str(pid), *parts)
+
+
+def boot_time(root=PROC):
+    for line in _read(os.path.join(root, 'stat')).decode('ascii', 'replace').splitlines():
         if line.startswith('btime '):
             return int(line.split()[1])
-    raise RuntimeError('btime missing from /proc/stat')
+    raise RuntimeError('btime missing from %s/stat' % root)
 
 
 def tty_name(tty_nr):
@@ -132,12 +144,11 @@ class Fds(object):
 
 def parse_stat(raw):
     """Split /proc/PID/stat; the comm field may itself hold spaces and parentheses."""
-    text = raw.decode('utf-8', 'surrogateescape')
-    lpar, rpar = text.index('('), text.rindex(')')
-    rest = text[rpar + 2:].split()
+    lpar, rpar = raw.index(b'('), raw.rindex(b')')
+    rest = raw[rpar + 2:].split()
     return {
-        'name': text[lpar + 1:rpar],
-        'state': rest[0],
+        'name': decode(raw[lpar + 1:rpar]),
+        'state': rest[0].decode('ascii', 'replace'),
         'ppid': int(rest[1]),
         'pgrp': int(rest[2]),
         'sid': int(rest[3]),
@@ -146,90 +157,126 @@ def parse_stat(raw):
     }
 
 
-def read_start_ticks(pid):
-    """Start time of ``pid`` in clock ticks since boot, or None when it no longer exists."""
+def _stat_field(pid, field, root):
+    """One field of /proc/PID/stat; None when the process is gone. Other errors propagate."""
     try:
-        return parse_stat(_read(os.path.join(PROC, str(pid), 'stat')))['start_ticks']
-    except (OSError, ValueError, IndexError):
+        return parse_stat(_read(pid_path(pid, 'stat', root=root)))[field]
+    except OSError as e:
+        if e.errno in VANISHED:
+            return None
+        raise
+    except (ValueError, IndexError):  # a stat line cut short by exit
         return None
 
 
-def read_state(pid):
-    try:
-        return parse_stat(_read(os.path.join(PROC, str(pid), 'stat')))['state']
-    except (OSError, ValueError, IndexError):
-        return None
+def read_start_ticks(pid, root=PROC):
+    """Start time of ``pid`` in clock ticks since boot, or None when it no longer exists.
+
+    Raises OSError when /proc cannot be read for another reason (out of descriptors, say): "could not
+    read" must never be taken for "gone".
+    """
+    return _stat_field(pid, 'start_ticks', root)
 
 
-def own_chain():
+def read_state(pid, root=PROC):
+    return _stat_field(pid, 'state', root)
+
+
+def own_chain(root=PROC):
     """This process and its ancestors: never signalled, whoever they belong to."""
     chain, pid = [], os.getpid()
     while pid > 0 and pid not in chain:
         chain.append(pid)
         try:
-            pid = parse_stat(_read(os.path.join(PROC, str(pid), 'stat')))['ppid']
+            pid = parse_stat(_read(pid_path(pid, 'stat', root=root)))['ppid']
         except (OSError, ValueError, IndexError):
             break
     return chain
 
 
-def _text(raw):
-    return raw.decode('utf-8', 'replace')
+def read_environ_var(pid, name, root=PROC):
+    """Value of environment variable ``name`` of ``pid`` as it was at exec, or None."""
+    try:
+        data = _read(pid_path(pid, 'environ', root=root), 1 << 20)
+    except OSError:
+        return None
+    prefix = name.encode() + b'='
+    for item in data.split(b'\0'):
+        if item.startswith(prefix):
+            return decode(item[len(prefix):])
+    return None
+
+
+def read_cmdline(pid, root=PROC):
+    """argv of ``pid``, at most CMDLINE_MAX bytes of it (a user may pass megabytes)."""
+    try:
+        raw = _read(pid_path(pid, 'cmdline', root=root), CMDLINE_MAX)
+    except OSError:
+        return []
+    cmdline = [decode(a) for a in raw.split(b'\0')]
+    while cmdline and cmdline[-1] == '':
+        cmdline.pop()
+    return cmdline
+
+
+def read_exe(pid, root=PROC):
+    """(exe path, deleted) of ``pid``. The link is read, never followed: no access to the binary itself."""
+    try:
+        exe = decode(os.readlink(pid_path(pid, 'exe', root=root).encode()))
+    except OSError:
+        return None, False
+    if exe.endswith(' (deleted)'):
+        return exe[:-len(' (deleted)')], True
+    return exe, False
+
+
+def read_cgroup(pid, root=PROC):
+    """(cgroup v2 path or the first path, logind session number or None) of ``pid``."""
+    try:
+        lines = decode(_read(pid_path(pid, 'cgroup', root=root))).split('\n')
+    except OSError:
+        return None, None
+    best = None
+    for line in lines:
+        path = line.split(':', 2)[-1]
+        for part in path.split('/'):
+            if part.startswith('session-') and part.endswith('.scope'):
+                return path, part[len('session-'):-len('.scope')]
+        if line.startswith('0::') or (best is None and path):
+            best = path
+    return best, None
 
 
 class ProcfsReader(object):
-    """Reads everything from /proc."""
+    """Reads everything from the procfs at ``root`` (``/proc``; a fake tree in unit tests)."""
 
     name = 'procfs'
 
+    def __init__(self, root=PROC):
+        self.root = root
+
+    def path(self, pid, *parts):
+        return pid_path(pid, *parts, root=self.root)
+
     def list_pids(self):
-        return sorted(int(d) for d in os.listdir(PROC) if d.isdigit())
+        return sorted(int(d) for d in os.listdir(self.root) if d.isdigit())
 
     def _base(self, pid):
-        d = os.path.join(PROC, str(pid))
-        fields = parse_stat(_read(os.path.join(d, 'stat')))
+        fields = parse_stat(_read(self.path(pid, 'stat')))
         uids = None
-        for line in _read(os.path.join(d, 'status')).decode('utf-8', 'replace').splitlines():
-            if line.startswith('Uid:'):
+        for line in _read(self.path(pid, 'status')).split(b'\n'):
+            if line.startswith(b'Uid:'):
                 uids = tuple(int(x) for x in line.split()[1:5])
                 break
         fields['uids'] = uids
-        fields['loginuid'] = _read_int(os.path.join(d, 'loginuid'))
-        fields['audit_session'] = _read_int(os.path.join(d, 'sessionid'))
-        fields['cgroup'], fields['logind_session'] = self._cgroup(d)
+        fields['loginuid'] = _read_int(self.path(pid, 'loginuid'))
+        fields['audit_session'] = _read_int(self.path(pid, 'sessionid'))
+        fields['cgroup'], fields['logind_session'] = read_cgroup(pid, self.root)
         try:
-            fields['netns'] = os.readlink(os.path.join(d, 'ns', 'net'))
+            fields['netns'] = os.readlink(self.path(pid, 'ns', 'net'))
         except OSError:
             fields['netns'] = None
         return fields
-
-    @staticmethod
-    def _cgroup(d):
-        try:
-            lines = _read(os.path.join(d, 'cgroup')).decode('utf-8', 'replace').splitlines()
-        except OSError:
-            return None, None
-        best = None
-        for line in lines:
-            path = line.split(':', 2)[-1]
-            for part in path.split('/'):
-                if part.startswith('session-') and part.endswith('.scope'):
-                    return path, part[len('session-'):-len('.scope')]
-            if line.startswith('0::') or best is None:
-                best = path
-        return best, None
-
-    def _identity(self, pid):
-        d = os.path.join(PROC, str(pid))
-        try:
-            raw = _read(os.path.join(d, 'cmdline'), _CMDLINE_MAX)
-            cmdline = [_text(a) for a in raw.split(b'\0')]
-            while cmdline and cmdline[-1] == '':
-                cmdline.pop()
-        except OSError:
-            cmdline = []
-        exe, deleted = _read_exe(d)
-        return cmdline, exe, deleted
 
     def read(self, pid):
         """A Proc for ``pid``, or None when it vanished while being read."""
@@ -237,13 +284,14 @@ class ProcfsReader(object):
             fields = self._base(pid)
             if fields['uids'] is None:
                 return None
-            cmdline, exe, deleted = self._identity(pid)
         except (OSError, ValueError, IndexError):
             return None
-        return Proc(pid=pid, cmdline=cmdline, exe=exe, exe_deleted=deleted, _reader=self, **fields)
+        exe, deleted = read_exe(pid, self.root)
+        return Proc(pid=pid, cmdline=read_cmdline(pid, self.root), exe=exe, exe_deleted=deleted,
+                    _reader=self, **fields)
 
     def read_fds(self, pid):
-        d = os.path.join(PROC, str(pid), 'fd')
+        d = self.path(pid, 'fd')
         sockets, masters = set(), []
         try:
             names = os.listdir(d)
@@ -257,34 +305,24 @@ class ProcfsReader(object):
             if target.startswith('socket:['):
                 sockets.add(int(target[8:-1]))
             elif target in ('/dev/ptmx', '/dev/pts/ptmx'):
-                masters.append(_tty_index(pid, fd))
+                masters.append(self._tty_index(pid, fd))
         return Fds(sockets, masters)
 
-
-def _read_exe(d):
-    try:
-        exe = os.readlink(os.path.join(d, 'exe'))
-    except OSError:
-        return None, False
-    if exe.endswith(' (deleted)'):
-        return exe[:-len(' (deleted)')], True
-    return exe, False
-
-
-def _tty_index(pid, fd):
-    try:
-        for line in _read(os.path.join(PROC, str(pid), 'fdinfo', fd)).decode().splitlines():
-            if line.startswith('tty-index:'):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return -1
+    def _tty_index(self, pid, fd):
+        try:
+            for line in _read(self.path(pid, 'fdinfo', fd)).split(b'\n'):
+                if line.startswith(b'tty-index:'):
+                    return int(line.split()[1])
+        except (OSError, ValueError):
+            pass
+        return -1
 
 
 class PsutilReader(ProcfsReader):
-    """Takes identity fields (pids, uids, ppid, argv, exe) from psutil; /proc for the rest.
+    """Takes the PID list, UIDs and parent from psutil; /proc for the rest.
 
-    psutil strips `` (deleted)`` from exe; the deleted flag comes from /proc so both readers agree.
+    argv comes from the bounded /proc read in both readers: psutil reads whole command lines, and a user
+    controls their length. psutil strips `` (deleted)`` from exe, so exe comes from /proc as well.
     """
 
     name = 'psutil'
@@ -302,52 +340,91 @@ class PsutilReader(ProcfsReader):
                 u = p.uids()
                 fields['uids'] = (u.real, u.effective, u.saved, fields['uids'][3])
                 fields['ppid'] = p.ppid()
-                try:
-                    cmdline = list(p.cmdline())
-                except psutil.AccessDenied:
-                    cmdline = []
-                try:
-                    exe = p.exe() or None
-                except psutil.AccessDenied:
-                    exe = None
-                deleted = _read_exe(os.path.join(PROC, str(pid)))[1] if exe else False
         except (psutil.Error, OSError, ValueError, IndexError):
             return None
-        return Proc(pid=pid, cmdline=cmdline, exe=exe, exe_deleted=deleted, _reader=self, **fields)
+        exe, deleted = read_exe(pid, self.root)
+        return Proc(pid=pid, cmdline=read_cmdline(pid, self.root), exe=exe, exe_deleted=deleted,
+                    _reader=self, **fields)
 
 
-def make_reader(prefer_psutil=True):
-    if prefer_psutil and HAS_PSUTIL:
+def make_reader(prefer_psutil=True, root=PROC):
+    # psutil always reads the machine's own /proc; another root is only ever read directly.
+    if prefer_psutil and HAS_PSUTIL and root == PROC:
         return PsutilReader()
-    return ProcfsReader()
+    return ProcfsReader(root)
 
 
 class Snapshot(object):
-    """The process table at one moment, with the indexes discovery needs."""
+    """The process table at one moment, with the indexes discovery needs.
 
-    def __init__(self, reader=None, pids=None):
+    ``previous``: an earlier snapshot whose records are reused for processes that are still the same
+    (same PID and start time), so a rescan reads two small files per known process instead of eight.
+    """
+
+    def __init__(self, reader=None, pids=None, previous=None):
         self.reader = reader or make_reader()
         self.procs = {}
         for pid in (pids if pids is not None else self.reader.list_pids()):
-            p = self.reader.read(pid)
+            p = self._refresh(previous.procs.get(pid)) if previous is not None and pid in previous.procs else None
+            if p is None:
+                p = self.reader.read(pid)
             if p is not None:
                 self.procs[pid] = p
         self.children = {}
         for p in self.procs.values():
             self.children.setdefault(p.ppid, []).append(p.pid)
         self._sockets = {}
+        self._index = None
+
+    def _refresh(self, old):
+        """``old`` updated from /proc/PID/stat and status when it is still the same process, else None."""
+        try:
+            fields = parse_stat(_read(self.reader.path(old.pid, 'stat')))
+            if fields['start_ticks'] != old.start_ticks:
+                return None
+            uids = None
+            for line in _read(self.reader.path(old.pid, 'status')).split(b'\n'):
+                if line.startswith(b'Uid:'):
+                    uids = tuple(int(x) for x in line.split()[1:5])
+                    break
+        except (OSError, ValueError, IndexError):
+            return None
+        if uids is None:
+            return None
+        kw = dict((k, getattr(old, k)) for k in Proc.__slots__)
+        kw.update(fields)
+        kw['uids'] = uids
+        kw['_fds'] = None
+        return Proc(**kw)
 
     def __iter__(self):
         return iter(sorted(self.procs.values(), key=lambda p: p.pid))
 
+    def __len__(self):
+        return len(self.procs)
+
     def get(self, pid):
         return self.procs.get(pid)
 
+    @property
+    def root(self):
+        return self.reader.root
+
+    def by(self, label, value):
+        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session`` or ``logind_session``) is ``value``."""
+        if self._index is None:
+            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'logind_session'))
+            for p in self.procs.values():
+                for k, idx in self._index.items():
+                    idx.setdefault(getattr(p, k), []).append(p)
+        return self._index[label].get(value, ())
+
     def descendants(self, pid):
-        out, stack = [], list(self.children.get(pid, ()))
+        out, stack, seen = [], list(self.children.get(pid, ())), set([pid])
         while stack:
             c = stack.pop()
-            if c in self.procs:
+            if c in self.procs and c not in seen:
+                seen.add(c)
                 out.append(c)
                 stack.extend(self.children.get(c, ()))
         return out
@@ -368,7 +445,7 @@ class Snapshot(object):
         """Socket inode -> (local (ip, port), remote (ip, port)) for ``proto`` in the netns of ``proc``."""
         key = (proc.netns, proto)
         if key not in self._sockets:
-            self._sockets[key] = read_socket_table(proc.pid, proto)
+            self._sockets[key] = read_socket_table(proc.pid, proto, self.root)
         return self._sockets[key]
 
 
@@ -386,12 +463,12 @@ def _hex_addr(text):
     return ip, int(port_hex, 16)
 
 
-def read_socket_table(pid, proto):
+def read_socket_table(pid, proto, root=PROC):
     """Parse /proc/PID/net/{proto}{,6}: keyed by inode, so sockets are found in the right netns."""
     table = {}
     for name in (proto, proto + '6'):
         try:
-            lines = _read(os.path.join(PROC, str(pid), 'net', name), 16 << 20).decode().splitlines()[1:]
+            lines = _read(pid_path(pid, 'net', name, root=root), 16 << 20).decode('ascii', 'replace').splitlines()[1:]
         except OSError:
             continue
         for line in lines:

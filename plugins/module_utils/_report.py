@@ -13,11 +13,16 @@ from __future__ import annotations
 import datetime
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import CLK_TCK, boot_time
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import CLK_TCK, PROC, boot_time
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import name_of
 
-# Results travel as AWX job events; long command lines are cut to keep them small.
-CMDLINE_MAX = 256
+# Results travel as AWX job events and a user chooses how many processes they run: every list in a result
+# is bounded, with counts that still account for every process. Worst case: SESSIONS_LISTED sessions of
+# PROCESSES_LISTED entries of a CMDLINE_MAX command line each, well under 100 KB.
+CMDLINE_MAX = 160
+PROCESSES_LISTED = 10
+SESSIONS_LISTED = 30
+LIST_MAX = 50
 
 
 def short(text, limit=CMDLINE_MAX):
@@ -27,8 +32,8 @@ def short(text, limit=CMDLINE_MAX):
 class Clock(object):
     """Converts process start ticks to wall-clock time, once per run."""
 
-    def __init__(self):
-        self.boot = boot_time()
+    def __init__(self, root=PROC):
+        self.boot = boot_time(root)
         self.now = time.time()
 
     def started(self, proc):
@@ -49,6 +54,11 @@ def user_of(uid):
     if uid not in _NAMES:
         _NAMES[uid] = name_of(uid)
     return _NAMES[uid]
+
+
+def bounded(items, limit=LIST_MAX):
+    """The first ``limit`` items; the full count is reported next to the list by the caller."""
+    return list(items[:limit])
 
 
 def proc_entry(proc, **extra):
@@ -89,6 +99,12 @@ def session_entry(session, procs, clock, address=(None, None), handles=None, sig
     leader = session.leader if session is not None else None
     uid = session.uid if session is not None else (procs[0].uid if procs else None)
     address, source = address
+    signals = {}
+    for p in procs:
+        name = ended.get(p.pid, signal) or 'none'
+        signals[name] = signals.get(name, 0) + 1
+    # The leader first, then the processes that needed the hardest signal: the most telling ones are kept.
+    order = sorted(procs, key=lambda p: (p is not leader, ended.get(p.pid) != 'SIGKILL', p.pid))
     return {
         'user': user_of(uid) if uid is not None else None,
         'uid': uid,
@@ -98,5 +114,19 @@ def session_entry(session, procs, clock, address=(None, None), handles=None, sig
         'client_address_source': source,
         'tty': session.tty if session is not None else None,
         'started': clock.iso(leader) if leader is not None else None,
-        'processes': [proc_entry(p, signal=ended.get(p.pid, signal)) for p in procs],
+        'process_count': len(procs),
+        'signals': signals,
+        'processes': [proc_entry(p, signal=ended.get(p.pid, signal)) for p in order[:PROCESSES_LISTED]],
+        'processes_truncated': len(procs) > PROCESSES_LISTED,
     }
+
+
+def session_entries(entries):
+    """The ``sessions`` list of a result, bounded, with totals that count every session and process."""
+    totals = {'sessions': len(entries), 'processes': 0, 'signals': {}}
+    for e in entries:
+        totals['processes'] += e['process_count']
+        for name, n in e['signals'].items():
+            totals['signals'][name] = totals['signals'].get(name, 0) + n
+    return {'sessions': entries[:SESSIONS_LISTED], 'sessions_truncated': len(entries) > SESSIONS_LISTED,
+            'totals': totals}

@@ -14,15 +14,16 @@ import os
 import re
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import Snapshot, make_reader, own_chain
-from ansible_collections.sessionguard.mosh.plugins.module_utils._report import Clock, client_address, proc_entry, session_entry
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain
+from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
+    Clock, bounded, client_address, proc_entry, session_entries, session_entry)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, is_sshd_connection
 from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
 
 SCOPES = ('mosh', 'interactive', 'all')
 KINDS = {'mosh': ('mosh',), 'interactive': ('mosh', 'ssh'), 'all': ('mosh', 'ssh')}
-# Time for mosh-server to carry a notice written to the pty to its client before the freeze.
+# Time for mosh-server to carry a notice written to the pty to its client, while the rest is frozen.
 MESSAGE_DELAY = 1.0
 _CONTROL = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f]')
 
@@ -43,9 +44,12 @@ class Plan(object):
                     self.sessions.append(other)
         self.spared, self.reported = [], []
         self.labels = {'sids': set(), 'audit': set(), 'logind': set()}
+        self._member_of = {}
+        self._label_of = {'audit': {}, 'sids': {}}
         for s in self.sessions:
             s.kill, s.report = [], []
             for p in s.members:
+                self._member_of.setdefault(p.pid, s)
                 if p.pid in self.exclude:
                     self.spared.append(p)
                 elif self._endable(s, p):
@@ -55,6 +59,8 @@ class Plan(object):
             self.reported.extend(s.report)
             for k, v in s.labels().items():
                 self.labels[k] |= v
+                for value in v if k in self._label_of else ():
+                    self._label_of[k].setdefault(value, s)
 
     def _endable(self, s, p):
         if p.has_uid(s.uid) or self.kill_other_uids:
@@ -66,14 +72,16 @@ class Plan(object):
     def procs(self):
         return [p for s in self.sessions for p in s.kill]
 
+    def graceful(self):
+        """Identities of the mosh servers to end: they get SIGTERM so their clients hear mosh's shutdown."""
+        return set(s.leader.identity() for s in self.sessions
+                   if s.kind == 'mosh' and s.leader is not None and s.leader in s.kill)
+
     def session_of(self, proc):
-        for s in self.sessions:
-            if any(p.pid == proc.pid for p in s.members):
-                return s
-        for s in self.sessions:
-            if proc.audit_session in s.labels()['audit'] or proc.sid in s.labels()['sids']:
-                return s
-        return None
+        s = self._member_of.get(proc.pid)
+        if s is not None:
+            return s
+        return self._label_of['audit'].get(proc.audit_session) or self._label_of['sids'].get(proc.sid)
 
     def tied(self, p):
         """Whether a process seen in a later scan belongs to what this plan ends."""
@@ -93,33 +101,57 @@ def sanitize_message(text):
     return ('\r\n' + '\r\n'.join(lines) + '\r\n').encode('utf-8', 'replace')
 
 
-def write_message(sessions, text):
-    """Write ``text`` to each session's terminal, as ``write(1)`` would. Returns the ttys reached."""
-    data, reached = sanitize_message(text), []
-    for tty in sorted(set(s.tty for s in sessions if s.tty)):
-        path = '/dev/' + tty
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        except OSError:
-            continue
-        try:
-            os.write(fd, data)
-            reached.append(tty)
-        except OSError:
-            pass
-        finally:
+class Notice(object):
+    """Writes a notice to session terminals, as ``write(1)`` would, and keeps them open until released.
+
+    Holding the terminal open means the shell's death cannot hang up the pty under the mosh-server before it
+    has carried the notice to its client (a pty whose last slave closes reads EIO on the master).
+    """
+
+    def __init__(self, text):
+        self.data = sanitize_message(text)
+        self.reached = []
+        self._fds = []
+
+    def send(self, sessions):
+        for tty in sorted(set(s.tty for s in sessions if s.tty)):
+            try:
+                fd = os.open('/dev/' + tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+            except OSError:
+                continue
+            self._fds.append(fd)
+            try:
+                os.write(fd, self.data)
+                self.reached.append(tty)
+            except OSError:
+                pass
+        if self.reached:
+            time.sleep(MESSAGE_DELAY)
+        return self.reached
+
+    def release(self):
+        for fd in self._fds:
             os.close(fd)
-    return reached
+        self._fds = []
+
+
+def write_message(sessions, text):
+    """Write ``text`` to each session's terminal. Returns the ttys reached."""
+    notice = Notice(text)
+    try:
+        return notice.send(sessions)
+    finally:
+        notice.release()
 
 
 def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=False,
-           kill_other_uids=False, prefer_psutil=True):
+           kill_other_uids=False, prefer_psutil=True, term_all=False, root=PROC, engine_options=None):
     """End the sessions of ``targets`` (resolved users). Returns the module result (without ``changed``)."""
-    reader = make_reader(prefer_psutil)
-    judge = ExeJudge()
-    exclude = own_chain()
+    reader = make_reader(prefer_psutil, root)
+    judge = ExeJudge(root)
+    exclude = own_chain(root)
     uids = [t.uid for t in targets]
-    clock = Clock()
+    clock = Clock(root)
     snap = Snapshot(reader)
     plan = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
     utmp = MoshUtmp()
@@ -130,8 +162,10 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'process_reader': reader.name,
         'pidfd': HAS_PIDFD,
         'absent_users': [],
-        'spared': [proc_entry(p, reason='runs this task (the Ansible connection or its ancestors)') for p in plan.spared],
-        'other_uid_processes': [proc_entry(p) for p in plan.reported],
+        'spared': bounded([proc_entry(p, reason='runs this task (the Ansible connection or its ancestors)')
+                           for p in plan.spared]),
+        'other_uid_processes': bounded([proc_entry(p) for p in plan.reported]),
+        'unreadable': judge.flagged(),
         'survivors': [],
         'notice_sent_to': [],
     }
@@ -142,25 +176,32 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
             result['absent_users'].append(t.spec)
 
     if check_mode or not plan.procs:
-        result['sessions'] = [session_entry(s, s.kill, clock, addresses.get(id(s), (None, None))) for s in plan.sessions if s.kill]
+        entries = [session_entry(s, s.kill, clock, addresses.get(id(s), (None, None))) for s in plan.sessions if s.kill]
+        result.update(session_entries(entries))
         return result
 
-    if notice:
-        result['notice_sent_to'] = write_message(plan.sessions, notice)
-        if result['notice_sent_to']:
-            time.sleep(MESSAGE_DELAY)
+    last = [snap]
 
     def rescan():
-        fresh = Snapshot(reader)
-        again = Plan(fresh, uids, scope, kill_other_uids, exclude, judge)
-        found = dict((p.identity(), p) for p in again.procs)
-        for p in fresh:
-            if p.identity() not in found and plan.tied(p):
-                found[p.identity()] = p
-        return list(found.values())
+        # Known processes are re-read cheaply (stat and status); only new PIDs are read in full.
+        fresh = Snapshot(reader, previous=last[0])
+        last[0] = fresh
+        return _tied_in(fresh, plan, uids, scope, kill_other_uids, exclude, judge)
 
-    engine = Engine(grace_period, rescan)
-    handles = engine.run(plan.procs, sweep=(lambda: _sweep_uids(plan)) if scope == 'all' else None)
+    def verify():
+        return _tied_in(Snapshot(reader), plan, uids, scope, kill_other_uids, exclude, judge)
+
+    message = Notice(notice) if notice else None
+    engine = Engine(grace_period, rescan, verify=verify, root=root, **(engine_options or {}))
+    try:
+        handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
+                             notify=(lambda: message.send(plan.sessions)) if message else None,
+                             sweep=(lambda: _sweep_uids(plan)) if scope == 'all' else None)
+    finally:
+        if message is not None:
+            message.release()
+    result['notice_sent_to'] = message.reached if message else []
+    result['freezer'] = engine.freezer.name if engine.freezer is not None else None
 
     by_session, late = {}, []
     for h in handles:
@@ -176,10 +217,26 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
             entries.append(session_entry(s, [h.proc for h in hs], clock, addresses.get(id(s), (None, None)), handles=hs))
     if late:
         entries.append(session_entry(None, [h.proc for h in late], clock, handles=late))
-    result['sessions'] = entries
-    result['survivors'] = [proc_entry(h.proc) for h in engine.survivors]
-    result['errors'] = engine.errors
+    result.update(session_entries(entries))
+    result['survivors'] = bounded([proc_entry(h.proc) for h in engine.survivors])
+    result['survivor_count'] = len(engine.survivors)
+    result['errors'] = bounded(engine.errors)
+    if engine.aborted is not None:
+        result['aborted'] = engine.aborted
+        result['aborted']['killed'] = bounded(result['aborted']['killed'])
+        result['aborted']['thawed'] = bounded(result['aborted']['thawed'])
     return result
+
+
+def _tied_in(snap, plan, uids, scope, kill_other_uids, exclude, judge):
+    """What a fresh snapshot holds that the revocation ends: its own plan, plus anything carrying the first
+    plan's labels (a process whose session leader is already gone)."""
+    again = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
+    found = dict((p.identity(), p) for p in again.procs)
+    for p in snap.procs.values():
+        if p.identity() not in found and plan.tied(p):
+            found[p.identity()] = p
+    return list(found.values())
 
 
 def _sweep_uids(plan):

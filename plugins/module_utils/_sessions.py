@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import UNSET_ID
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, UNSET_ID, pid_path
 
 MOSH_NAME = 'mosh-server'
 # Every mosh-server build prints this line; copies, renames and private builds keep it.
@@ -26,6 +27,8 @@ SSHD_NAMES = ('sshd', 'sshd-session', 'sshd-auth')
 # "sshd: bob [priv]", "sshd-session: bob@pts/0", "sshd: bob@notty" (OpenSSH before and after 9.8).
 _SSHD_TITLE = re.compile(r'^(?P<prog>sshd(?:-session|-auth)?): (?P<user>[^\s@\[]+)(?:@(?P<tty>\S+))?(?P<tag> \[\w+\])?')
 _SIG_SCAN_LIMIT = 64 << 20
+# Seconds any one access to a user's binary may take before the process is judged without it.
+IO_TIMEOUT = 3.0
 
 
 def _has_signature(path):
@@ -46,11 +49,56 @@ def _has_signature(path):
     return False
 
 
-class ExeJudge(object):
-    """Decides whether a process image is a mosh-server, caching by file identity."""
+def _stat_key(path):
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
-    def __init__(self):
+
+class Hung(Exception):
+    """A file system call on a user's binary did not answer in time (a hung NFS or FUSE mount)."""
+
+
+def bounded_call(fn, args, timeout):
+    """``fn(*args)`` in a helper thread, given at most ``timeout`` seconds.
+
+    A read of a binary on a FUSE or NFS mount whose server never answers blocks in the kernel, and no signal
+    but a fatal one ends it. The helper thread is left behind, blocked; it dies with the module's process.
+    """
+    box = {}
+
+    def work():
+        try:
+            box['value'] = fn(*args)
+        except Exception as e:  # noqa: B902 - handed to the caller
+            box['error'] = e
+
+    t = threading.Thread(target=work, name='sessionguard-io')
+    t.daemon = True
+    t.start()
+    t.join(timeout)
+    if t.is_alive():
+        raise Hung('no answer within %g s' % timeout)
+    if 'error' in box:
+        raise box['error']
+    return box['value']
+
+
+class ExeJudge(object):
+    """Decides whether a process image is a mosh-server, caching by file identity.
+
+    The binary is a user's file: every access to it (stat, read, realpath) is bounded in time. A process
+    whose binary could not be judged is flagged in ``unreadable`` and judged on what could be read.
+    """
+
+    def __init__(self, root=PROC, timeout=IO_TIMEOUT):
+        self.root = root
+        self.timeout = timeout
         self._cache = {}
+        self.unreadable = {}    # pid -> why its binary could not be read
+        self._hung_devs = set()
         self.system = []
         for d in os.environ.get('PATH', '/usr/bin:/bin').split(':') + ['/usr/bin', '/usr/local/bin']:
             path = os.path.join(d, MOSH_NAME)
@@ -59,42 +107,61 @@ class ExeJudge(object):
                 if real not in self.system:
                     self.system.append(real)
 
-    def _key(self, pid):
+    def _exe(self, pid):
+        return pid_path(pid, 'exe', root=self.root)
+
+    def _io(self, proc, fn, *args):
+        """``fn(*args)`` bounded in time; None (and the process flagged) when it hung or failed."""
         try:
-            st = os.stat('/proc/%d/exe' % pid)
-        except OSError:
+            return bounded_call(fn, args, self.timeout)
+        except Hung as e:
+            self.unreadable[proc.pid] = 'its binary %s did not answer: %s' % (proc.exe, e)
             return None
-        return st.st_dev, st.st_ino
+
+    def _key(self, proc):
+        if proc.pid in self.unreadable:
+            return None
+        return self._io(proc, _stat_key, self._exe(proc.pid))
 
     def is_mosh(self, proc):
-        key = self._key(proc.pid)
+        """True, False, or None when the binary could not be read (the process is flagged)."""
+        key = self._key(proc)
         if key is None:
+            if proc.pid in self.unreadable:
+                return None
             return proc.name == MOSH_NAME
+        if key[0] in self._hung_devs:
+            self.unreadable[proc.pid] = 'its binary %s is on a file system that did not answer' % proc.exe
+            return None
         if key not in self._cache:
-            self._cache[key] = _has_signature('/proc/%d/exe' % proc.pid)
+            found = self._io(proc, _has_signature, self._exe(proc.pid))
+            if found is None:
+                self._hung_devs.add(key[0])
+                return None
+            self._cache[key] = found
         return self._cache[key]
 
     def same_image(self, a, b):
-        ka, kb = self._key(a.pid), self._key(b.pid)
+        ka, kb = self._key(a), self._key(b)
         return ka is not None and ka == kb
+
+    def flagged(self):
+        return [{'pid': pid, 'reason': why} for pid, why in sorted(self.unreadable.items())]
 
     def describe(self, proc):
         """How the server's binary and name compare with the installed mosh-server."""
         base = os.path.basename(proc.argv0.split(' ')[0]) if proc.argv0 else ''
         renamed = proc.name != MOSH_NAME or base != MOSH_NAME
-        copied = proc.exe is not None and os.path.realpath(proc.exe) not in self.system
+        unreadable = proc.pid in self.unreadable
+        copied = True if unreadable else None
+        if copied is None:
+            real = self._io(proc, os.path.realpath, proc.exe) if proc.exe else None
+            copied = proc.exe is not None and real not in self.system
         if not copied and proc.exe and not proc.exe_deleted:
-            copied = self._key(proc.pid) != _stat_key(proc.exe)
+            copied = self._key(proc) != self._io(proc, _stat_key, proc.exe)
         return {'exe': proc.exe, 'exe_deleted': bool(proc.exe_deleted), 'renamed': renamed,
-                'copied': bool(copied), 'suspicious': bool(renamed or copied or proc.exe_deleted)}
-
-
-def _stat_key(path):
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+                'copied': bool(copied), 'exe_unreadable': unreadable,
+                'suspicious': bool(renamed or copied or proc.exe_deleted or unreadable)}
 
 
 def _label(value):
@@ -131,15 +198,6 @@ class Session(object):
         if self.logind_session:
             out['logind'].add(self.logind_session)
         return out
-
-
-def _find_sshd_connection(snap, proc):
-    """The per-connection sshd (``[priv]`` monitor) for a process of a login, or None."""
-    for pid in snap.ancestors(proc.pid)[1:]:
-        p = snap.get(pid)
-        if p is not None and is_sshd_connection(p):
-            return p
-    return None
 
 
 def is_sshd_connection(proc):
@@ -180,7 +238,9 @@ class Discovery(object):
         udp = self.snap.socket_table(proc, 'udp')
         if not any(inode in udp for inode in fds.sockets):
             return False
-        return self.judge.is_mosh(proc)
+        # A binary that cannot be read (a hung mount) on a process that holds what a mosh-server holds is
+        # taken for one: flagged, and ended rather than left running unjudged.
+        return self.judge.is_mosh(proc) is not False
 
     def mosh_servers(self):
         return [p for p in self.snap if self._wanted(p) and self.is_mosh_server(p)]
@@ -259,18 +319,27 @@ class Discovery(object):
             take(r)
             for c in self.snap.descendants(r.pid):
                 take(self.snap.get(c))
-        for p in self.snap:
-            if p.sid in sids or (s.tty and p.tty == s.tty):
+        for sid in sids:
+            for p in self.snap.by('sid', sid):
                 take(p)
-        for p in self.snap:
-            if s.audit_session is not None and p.audit_session == s.audit_session:
+        if s.tty:
+            for p in self.snap.by('tty', s.tty):
                 take(p)
-            elif s.logind_session and p.logind_session == s.logind_session:
+        if s.audit_session is not None:
+            for p in self.snap.by('audit_session', s.audit_session):
                 take(p)
-        # Whatever descends from a member belongs to the session too.
-        for pid in list(picked):
-            for c in self.snap.descendants(pid):
-                take(self.snap.get(c))
+        if s.logind_session:
+            for p in self.snap.by('logind_session', s.logind_session):
+                take(p)
+        # Whatever descends from a member belongs to the session too (one walk over all of them: linear
+        # even for a chain thousands deep).
+        stack = list(picked)
+        while stack:
+            for c in self.snap.children.get(stack.pop(), ()):
+                if c not in picked and c in self.snap.procs:
+                    take(self.snap.get(c))
+                    if c in picked:
+                        stack.append(c)
         lead = [s.leader] if s.leader is not None and s.leader.pid in picked else []
         s.members = lead + sorted((p for p in picked.values() if p is not s.leader), key=lambda p: p.pid)
         for p in s.members:

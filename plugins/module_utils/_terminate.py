@@ -2,13 +2,14 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
 
-"""The termination engine: freeze, graceful signal, escalate, verify.
+"""The termination engine: freeze, notify, kill, verify - and finish the job whatever goes wrong.
 
 Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 Do not use this from other collections or standalone plugins/modules!
 
-Processes are addressed by pidfd where the kernel has it (Linux 5.3+), so a PID reused after the
-snapshot is never signalled; without pidfd the start time is checked right before each signal.
+Processes are addressed by pidfd where the kernel has it (Linux 5.3+), so a PID reused after the snapshot is
+never signalled. Where a pidfd cannot be opened (no kernel support, or the descriptor limit is reached) the
+start time is checked right before each signal instead; a process that cannot be read is never taken for gone.
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ import select
 import signal
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import read_start_ticks, read_state
+from ansible_collections.sessionguard.mosh.plugins.module_utils._freeze import Watchdog, make_freezer
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, read_start_ticks, read_state
 
 SIGNAL_NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGKILL: 'SIGKILL', signal.SIGHUP: 'SIGHUP'}
-_POLL = 0.05
+_POLL = 0.02
+# Descriptors kept free for reading /proc, the cgroup files and Ansible itself when pidfds are many.
+_FD_RESERVE = 128
+# How long later scans keep chasing processes that appeared after the snapshot (a fork-hopper gets a new
+# PID every few hundred microseconds; each round is a fresh chance to catch the current one).
+CHASE_SECONDS = 10.0
+# Signals that end the module: caught so the job is finished (kill what was planned, thaw the rest).
+_FATAL = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _pidfd_supported():
@@ -40,18 +49,39 @@ def _pidfd_supported():
 HAS_PIDFD = _pidfd_supported()
 
 
+def _fd_budget():
+    """How many pidfds this run may hold; the rest of the set is addressed by start time."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 20
+    return max(0, soft - _FD_RESERVE)
+
+
+def _raise_fd_limit():
+    """One pidfd per process of the set: a user with thousands of processes needs more than 1024."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (ValueError, OSError):
+        pass
+
+
 class Handle(object):
     """A process addressed so that a reused PID is never hit."""
 
-    __slots__ = ('proc', 'fd', 'signals', 'gone', 'error')
+    __slots__ = ('proc', 'fd', 'signals', 'gone', 'error', 'root', 'stopped', 'group')
 
-    def __init__(self, proc):
+    def __init__(self, proc, root=PROC, pidfd=True):
         self.proc = proc
+        self.root = root
         self.fd = None
         self.signals = []
         self.error = None
         self.gone = False
-        if HAS_PIDFD:
+        self.stopped = False
+        self.group = None
+        if HAS_PIDFD and pidfd and root == PROC:
             try:
                 self.fd = os.pidfd_open(proc.pid)
             except OSError as e:
@@ -61,9 +91,17 @@ class Handle(object):
                 # Out of descriptors or similar: start-time checks still keep reused PIDs safe.
                 self.fd = None
         # Checked after the pidfd exists: if the start time still matches, the fd holds our process.
-        if read_start_ticks(proc.pid) != proc.start_ticks:
+        start = self._start()
+        if start is not False and start != proc.start_ticks:
             self.gone = True
             self.close()
+
+    def _start(self):
+        """Start ticks now; None when gone; False when /proc could not tell (never "gone")."""
+        try:
+            return read_start_ticks(self.proc.pid, self.root)
+        except OSError:
+            return False
 
     @property
     def pid(self):
@@ -78,15 +116,25 @@ class Handle(object):
         if self.gone:
             return False
         if self.fd is not None:
-            readable, _w, _x = select.select([self.fd], [], [], 0)
-            if readable:
+            p = select.poll()
+            p.register(self.fd, select.POLLIN)
+            if p.poll(0):
                 self.gone = True
                 return False
             return True
-        if read_start_ticks(self.pid) != self.proc.start_ticks or read_state(self.pid) in ('Z', 'X', None):
+        start = self._start()
+        if start is False:
+            return True
+        if start != self.proc.start_ticks:
             self.gone = True
             return False
-        return True
+        try:
+            zombie = read_state(self.pid, self.root) in ('Z', 'X', None)
+        except OSError:
+            return True
+        if zombie:
+            self.gone = True
+        return not zombie
 
     def send(self, sig):
         """Signal the process; False when it was already gone."""
@@ -114,20 +162,26 @@ class Handle(object):
 
 
 def wait_gone(handles, timeout):
-    """Wait until every handle's process has exited, at most ``timeout`` seconds."""
+    """Wait until every handle's process has exited, at most ``timeout`` seconds. Returns those still alive.
+
+    pidfds are watched with poll(2), which has no descriptor-number ceiling (select(2) fails past 1024).
+    """
     deadline = time.monotonic() + timeout
-    while True:
-        live = [h for h in handles if h.alive()]
-        if not live:
-            return []
+    live = [h for h in handles if h.alive()]
+    while live:
         left = deadline - time.monotonic()
         if left <= 0:
-            return live
-        fds = [h.fd for h in live if h.fd is not None]
-        if fds and len(fds) == len(live):
-            select.select(fds, [], [], min(left, 0.5))
+            break
+        with_fd = [h for h in live if h.fd is not None]
+        if with_fd and len(with_fd) == len(live):
+            p = select.poll()
+            for h in with_fd:
+                p.register(h.fd, select.POLLIN)
+            p.poll(int(min(left, 0.5) * 1000) + 1)
         else:
             time.sleep(min(left, _POLL))
+        live = [h for h in live if h.alive()]
+    return live
 
 
 def kill_all_of_uid(uid):
@@ -150,85 +204,180 @@ def kill_all_of_uid(uid):
     return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
-def _raise_fd_limit():
-    """One pidfd per process of the set: a user with thousands of processes needs more than 1024."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or hard > soft:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
-    except (ValueError, OSError):
-        pass
+class Interrupted(Exception):
+    """The module itself was sent a terminating signal mid-run."""
+
+
+def _interrupt(signum, _frame):
+    raise Interrupted('the module received signal %d' % signum)
 
 
 class Engine(object):
-    """Runs one termination: snapshot-driven, race-aware, verified.
+    """Runs one termination: snapshot-driven, frozen while it works, verified by a fresh scan.
 
-    ``select`` is a callable returning the list of Procs to end from a fresh snapshot; ``first`` is
-    the plan already computed from the first snapshot; ``graceful`` the PIDs that get SIGTERM first
-    (mosh servers, so their clients get mosh's clean shutdown).
+    ``rescan()`` returns the Procs tied to the revocation in a fresh snapshot; ``verify()`` the tied Procs
+    still alive in a last full scan (the verdict). ``graceful`` holds the identities of the processes that get
+    SIGTERM and ``grace`` seconds (the mosh servers, so their clients hear mosh's clean shutdown); everything
+    else of the set is killed while frozen, so nothing of it runs between the warning and the end.
     """
 
-    def __init__(self, grace_period, rescan, max_rounds=20):
+    def __init__(self, grace_period, rescan, verify=None, root=PROC, prefer_cgroup=True, chase=CHASE_SECONDS,
+                 watchdog=True):
         _raise_fd_limit()
         self.grace = grace_period
         self.rescan = rescan
-        self.max_rounds = max_rounds
+        self.verify = verify or rescan
+        self.root = root
+        self.chase = chase
+        self.prefer_cgroup = prefer_cgroup
+        self.use_watchdog = watchdog
         self.handles = {}   # (pid, start) -> Handle
         self.survivors = []
         self.errors = []
+        self.aborted = None
+        self.stage = None
+        self.freezer = None
+        self.watchdog = None
+        self._budget = _fd_budget()
+        self._graceful = set()
 
-    def _adopt(self, procs):
+    # --- bookkeeping ------------------------------------------------------------------------
+    def _adopt(self, procs, graceful=()):
+        """Handles for the processes not seen before, frozen at once. Returns the new live handles."""
         new = []
         for p in procs:
             key = p.identity()
-            if key not in self.handles:
-                h = Handle(p)
-                self.handles[key] = h
-                new.append(h)
+            if key in self.handles:
+                continue
+            h = Handle(p, self.root, pidfd=self._budget > 0)
+            if h.fd is not None:
+                self._budget -= 1
+            self.handles[key] = h
+            if h.gone:
+                continue
+            h.group = 'grace' if key in graceful else 'kill'
+            if self.watchdog is not None:
+                self.watchdog.process(h)
+            self.freezer.freeze(h, h.group)
+            new.append(h)
         return new
 
-    def _freeze(self, handles):
-        for h in handles:
-            h.send(signal.SIGSTOP)
+    def _live(self, group=None):
+        return [h for h in self.handles.values() if not h.gone and (group is None or h.group == group)]
 
-    def run(self, procs, sweep=None):
-        """SIGSTOP all, SIGTERM all, SIGCONT, wait ``grace``, SIGKILL the rest, rescan until clean.
+    def _kill_group(self, group):
+        """Kill each member by handle (which records the signal), then the whole group at once: cgroup.kill
+        also takes whatever was born inside the group."""
+        for h in self._live(group):
+            h.send(signal.SIGKILL)
+        try:
+            self.freezer.kill(group)
+        except OSError as e:
+            self.errors.append('killing the %s group: %s' % (group, e.strerror))
 
-        ``sweep`` runs once after the kill and before verification (the scope-all kill(-1)).
+    # --- the run -------------------------------------------------------------------------------
+    def run(self, procs, graceful=(), notify=None, sweep=None, term_all=False):
+        """Freeze ``procs``, notify, kill, chase what appears later, verify. Returns every handle.
+
+        ``notify()`` runs while everything is frozen except the graceful processes (thawed so they can carry
+        the message); ``sweep()`` once after the kill (the scope-all kill(-1)). With ``term_all`` every process
+        gets SIGTERM and ``grace`` seconds, not only the graceful ones.
         """
-        first = self._adopt(procs)
-        self._freeze(first)
-        # While frozen nothing of the set forks or reparents; catch what appeared before the freeze.
-        for _i in range(self.max_rounds):
-            extra = self._adopt(self.rescan())
-            if not extra:
-                break
-            self._freeze(extra)
-        live = [h for h in self.handles.values() if not h.gone]
-        for h in live:
-            h.send(signal.SIGTERM)
-        for h in live:
-            h.send(signal.SIGCONT)
-        remaining = wait_gone(live, self.grace)
-        self._kill(remaining)
-        if sweep is not None:
-            sweep()
-        for _i in range(self.max_rounds):
-            late = self._adopt(self.rescan())
-            stubborn = [h for h in self.handles.values() if h.alive()]
-            if not late and not stubborn:
-                break
-            self._kill(late + [h for h in stubborn if h not in late])
-            time.sleep(_POLL)
+        graceful = set(graceful)
+        old = dict((s, signal.getsignal(s)) for s in _FATAL)
+        for s in _FATAL:
+            signal.signal(s, _interrupt)
+        try:
+            self.stage = 'freeze'
+            self.freezer = make_freezer(self.root, self.prefer_cgroup)
+            if self.use_watchdog:
+                self.watchdog = Watchdog(self.root)
+                self.watchdog.groups(self.freezer.paths())
+            if term_all:
+                graceful = set(p.identity() for p in procs)
+            self._adopt(procs, graceful)
+            # Catch what forked between the snapshot and the freeze; each new process is frozen on sight.
+            self.stage = 'catch-up'
+            deadline = time.monotonic() + self.chase
+            while time.monotonic() < deadline and self._adopt(self.rescan(), graceful):
+                pass
+            self.freezer.settle()
+
+            self.stage = 'notice'
+            self.freezer.thaw('grace')
+            if notify is not None:
+                notify()
+
+            self.stage = 'kill'
+            self._kill_group('kill')
+            for h in self._live('grace'):
+                h.send(signal.SIGTERM)
+            self.stage = 'grace'
+            wait_gone(self._live('grace'), self.grace)
+            self._kill_group('grace')
+            wait_gone(self._live(), 2.0)
+            if sweep is not None:
+                self.stage = 'sweep'
+                sweep()
+
+            # Anything tied that appeared after the freeze (a fork-hopper) is frozen on sight and killed.
+            self.stage = 'chase'
+            deadline = time.monotonic() + self.chase
+            while time.monotonic() < deadline:
+                late = self._adopt(self.rescan())
+                stubborn = [h for h in self._live() if h.alive()]
+                if not late and not stubborn:
+                    break
+                self._kill_group('kill')
+                self._kill_group('grace')
+                wait_gone(stubborn + late, 0.2)
+
+            self.stage = 'verify'
+            alive = dict((p.identity(), p) for p in self.verify())
+            for h in self.handles.values():
+                if h.alive():
+                    alive[h.proc.identity()] = h.proc
+            self.survivors = [self.handles.get(k) or Handle(p, self.root, pidfd=False) for k, p in sorted(alive.items())]
+        except BaseException as e:  # noqa: B902 - finishing the job is the point, whatever the error
+            self._abort(e)
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            self._close()
+        return list(self.handles.values())
+
+    def _abort(self, error):
+        """Finish the job after a failure: kill what was planned to die, thaw whatever else is stopped."""
+        stage = self.stage
+        for s in _FATAL:  # a second signal must not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN)
+        if self.freezer is not None:
+            for g in ('kill', 'grace'):
+                try:
+                    self._kill_group(g)
+                except Exception as e:  # noqa: B902 - keep going; report it
+                    self.errors.append('abort: killing the %s group: %s' % (g, e))
+            wait_gone(self._live(), 2.0)
+        killed = [h for h in self.handles.values() if h.signals and h.signals[-1] == signal.SIGKILL and not h.alive()]
+        self.aborted = {'stage': stage, 'error': '%s: %s' % (type(error).__name__, error),
+                        'killed': sorted(h.pid for h in killed), 'thawed': []}
         self.survivors = [h for h in self.handles.values() if h.alive()]
+
+    def _close(self):
+        thawed = []
+        if self.freezer is not None:
+            try:
+                thawed = self.freezer.close()
+            except Exception as e:  # noqa: B902 - keep going; report it
+                self.errors.append('releasing the frozen groups: %s' % e)
+        if self.aborted is not None:
+            self.aborted['thawed'] = sorted(h.pid for h in thawed)
+        elif thawed:
+            self.errors.append('thawed %d process(es) that did not end: %s'
+                               % (len(thawed), ', '.join(str(h.pid) for h in thawed)))
+        if self.watchdog is not None:
+            self.watchdog.done()
         for h in self.handles.values():
             if h.error:
                 self.errors.append('pid %d: %s' % (h.pid, h.error))
             h.close()
-        return list(self.handles.values())
-
-    def _kill(self, handles):
-        self._freeze(handles)
-        for h in handles:
-            h.send(signal.SIGKILL)
-        wait_gone(handles, 2.0)

@@ -17,6 +17,8 @@ import os
 import re
 import struct
 
+from ansible_collections.sessionguard.mosh.plugins.module_utils._text import decode
+
 UTMP_PATHS = ('/run/utmp', '/var/run/utmp')
 WTMP_PATHS = ('/var/log/wtmp',)
 USER_PROCESS = 7
@@ -46,7 +48,7 @@ class Record(object):
 
 
 def _cstr(raw):
-    return raw.split(b'\0', 1)[0].decode('utf-8', 'replace')
+    return decode(raw.split(b'\0', 1)[0])
 
 
 def parse(data):
