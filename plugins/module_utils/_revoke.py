@@ -222,9 +222,11 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     result['survivor_count'] = len(engine.survivors)
     result['errors'] = bounded(engine.errors)
     if engine.aborted is not None:
-        result['aborted'] = engine.aborted
-        result['aborted']['killed'] = bounded(result['aborted']['killed'])
-        result['aborted']['thawed'] = bounded(result['aborted']['thawed'])
+        a = dict(engine.aborted)
+        for k in ('killed', 'thawed'):
+            a[k + '_count'] = len(a[k])
+            a[k] = bounded(a[k])
+        result['aborted'] = a
     return result
 
 

@@ -14,11 +14,28 @@ description:
     the same kernel audit session id or logind session - so C(nohup), C(setsid), double-forked and C(tmux)
     escapees go too.
   - With O(scope=interactive) the users' SSH logins go as well; with O(scope=all) every process of the users.
-  - The set is snapshotted and frozen (C(SIGSTOP)) so nothing forks or reparents, then sent C(SIGTERM), so mosh
-    clients get mosh's clean shutdown and print C([mosh is exiting.]). What is left after O(grace_period) gets
-    C(SIGKILL). The host is then scanned again until nothing tied to the revocation remains.
+  - The set is snapshotted and frozen so nothing forks, reparents or runs while the module works. Where cgroup v2
+    is writable the processes are moved into frozen groups of the module's own (C(cgroup.freeze)); a frozen task is
+    not job-control stopped, so no parent (C(sudo), a shell) reacts to it and no C(SIGCONT) wakes it. Elsewhere
+    they get C(SIGSTOP). See RV(freezer).
+  - While frozen, the O(notice) is written to the sessions' terminals and only the mosh-servers are thawed to carry
+    it to their clients. Then everything else is killed (C(SIGKILL), and C(cgroup.kill) for anything born inside
+    the group) and the mosh-servers get C(SIGTERM), so their clients get mosh's clean shutdown and print
+    C([mosh is exiting.]); a server still running after O(grace_period) gets C(SIGKILL).
+  - Anything tied to the revocation that appears later (a process that keeps forking new PIDs) is frozen and
+    killed on sight for up to 10 seconds. The verdict comes from a last, fresh scan of the host; the task fails if
+    anything tied is still alive, and names it in RV(survivors).
+  - If anything fails after the freeze, or the module is sent C(SIGTERM), C(SIGHUP) or C(SIGINT), the job is still
+    finished - everything planned to end is killed and whatever else was stopped is thawed - and the task fails
+    with RV(aborted). A watchdog process outside the module's process group does the same if the module is
+    killed outright (an C(async) timeout).
   - Processes are addressed by pidfd (Linux 5.3 and newer) or by PID and start time, so a reused PID is never
-    signalled.
+    signalled. A process that cannot be read is never taken for gone.
+  - Every string read from the host is attacker input. Invalid UTF-8, control characters and bidi overrides are
+    returned as visible escapes (C(\xe9), C(\x1b), C(\u202e)), never raw and never stripped. Every list
+    in the result is bounded; counts account for every process.
+  - A user's binary that cannot be read in 3 seconds (a hung NFS or FUSE mount) does not stall the module; the
+    process is judged on what could be read, flagged in RV(unreadable), and ended with the rest.
   - The module's own process and its ancestors (the Ansible connection, which may belong to the revoked user) are
     never signalled; they are listed in RV(spared).
   - This module does not revoke credentials. Revoke them first, or the user can reconnect in the gap.
@@ -70,6 +87,13 @@ options:
   allow_system_users:
     description:
       - Allow root and users whose UID is below C(UID_MIN) from C(/etc/login.defs).
+    type: bool
+    default: false
+  terminate_gracefully:
+    description:
+      - Send C(SIGTERM) to every process of the set and give all of them O(grace_period) before C(SIGKILL).
+      - By default only the mosh-servers get C(SIGTERM) (so their clients close cleanly); everything else is
+        killed while frozen, so that nothing of the session runs after the warning.
     type: bool
     default: false
   kill_other_uids:
@@ -150,19 +174,69 @@ sessions:
       description: Start time of the leader, ISO 8601 UTC.
       type: str
       sample: "2026-11-28T04:31:07Z"
+    process_count:
+      description: How many processes of the session were ended (or would be, in check mode).
+      type: int
+      sample: 2
+    signals:
+      description: How many of them ended by each signal (V(none) in check mode, V(exited) when they left on their own).
+      type: dict
+      sample: {SIGTERM: 1, SIGKILL: 1}
     processes:
-      description: The processes ended, each with the signal that ended it (null in check mode).
+      description:
+        - Up to 10 of the processes ended, the leader first, each with the signal that ended it (null in check mode).
+        - Command lines are cut to 160 characters and escaped.
       type: list
       elements: dict
       sample:
         - {pid: 4242, uid: 1001, user: bob, cmdline: "mosh-server new -c 256 -s -l LANG=C.UTF-8", signal: SIGTERM}
         - {pid: 4250, uid: 1001, user: bob, cmdline: "sleep 1000", signal: SIGKILL}
+    processes_truncated:
+      description: More processes were ended than listed; RV(sessions[].process_count) counts them all.
+      type: bool
+      sample: false
+sessions_truncated:
+  description: More than 30 sessions were ended; RV(totals) counts them all.
+  returned: always
+  type: bool
+  sample: false
+totals:
+  description: Every session and process ended (or that would end), and how many ended by each signal.
+  returned: always
+  type: dict
+  sample: {sessions: 1, processes: 2, signals: {SIGTERM: 1, SIGKILL: 1}}
 survivors:
-  description: Processes still running after the revocation. Empty on success; the module fails otherwise.
+  description: Up to 50 processes still tied to the revocation in the last scan. Empty on success; the module fails otherwise.
   returned: always
   type: list
   elements: dict
   sample: []
+survivor_count:
+  description: How many processes survived.
+  returned: when something was signalled
+  type: int
+  sample: 0
+aborted:
+  description:
+    - Present when the run failed after the freeze (an error, or a signal to the module). The job was finished
+      anyway - everything planned to end was killed and nothing was left stopped - and the task fails.
+    - V(stage) is where it failed, V(error) the error; V(killed) and V(thawed) list up to 50 PIDs each, and
+      V(killed_count) and V(thawed_count) count them all.
+  returned: on failure after the freeze
+  type: dict
+  sample: {stage: chase, error: "OSError: [Errno 24] Too many open files", killed: [4250, 4251], thawed: [],
+           killed_count: 2, thawed_count: 0}
+freezer:
+  description: How the set was held still, V(cgroup) (cgroup v2 freeze) or V(sigstop).
+  returned: when something was signalled
+  type: str
+  sample: cgroup
+unreadable:
+  description: Processes whose binary could not be read in time (a hung NFS or FUSE mount), judged without it.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 5300, reason: "its binary /mnt/fuse/x did not answer: no answer within 3 s"}]
 absent_users:
   description: Users named in O(users) that do not exist on this host.
   returned: always
@@ -229,6 +303,7 @@ def main():
             notice=dict(type='str'),
             allow_system_users=dict(type='bool', default=False),
             kill_other_uids=dict(type='bool', default=False),
+            terminate_gracefully=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
@@ -246,15 +321,23 @@ def main():
                          % ', '.join(others))
 
     result = revoke(targets, scope=p['scope'], grace_period=p['grace_period'], notice=p['notice'],
-                    check_mode=module.check_mode, kill_other_uids=p['kill_other_uids'])
+                    check_mode=module.check_mode, kill_other_uids=p['kill_other_uids'],
+                    term_all=p['terminate_gracefully'])
     result['absent_users'] = absent + result['absent_users']
-    result['changed'] = any(s['processes'] for s in result['sessions'])
+    result['changed'] = result['totals']['processes'] > 0
     if result['spared']:
         module.warn('%d process(es) of the revoked sessions run this task and were left running: %s'
                     % (len(result['spared']), ', '.join(str(e['pid']) for e in result['spared'])))
+    for entry in result['unreadable']:
+        module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
+    if 'aborted' in result:
+        a = result['aborted']
+        module.fail_json(msg='revocation failed at stage %s (%s); finished anyway: %d process(es) killed, %d thawed'
+                         % (a['stage'], a['error'], a['killed_count'], a['thawed_count']), **result)
     if result['survivors']:
         module.fail_json(msg='%d process(es) survived revocation: %s' % (
-            len(result['survivors']), ', '.join(str(e['pid']) for e in result['survivors'])), **result)
+            result.get('survivor_count', len(result['survivors'])),
+            ', '.join(str(e['pid']) for e in result['survivors'])), **result)
     module.exit_json(**result)
 
 

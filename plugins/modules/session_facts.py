@@ -12,7 +12,11 @@ description:
   - Sets C(ansible_facts['sessionguard_sessions']), a list of the live mosh sessions on the host - who, since when,
     on which UDP port, in what state, from which client address, launched from which SSH connection, and what is
     tied to each session.
-  - Renamed, copied and deleted mosh-server binaries are found and flagged.
+  - Renamed, copied and deleted mosh-server binaries are found and flagged. A binary that cannot be read within
+    3 seconds (a hung NFS or FUSE mount) does not stall the audit; the process is judged on what could be read and
+    flagged C(exe_unreadable).
+  - Every string read from the host (command lines, utmp host text) is attacker input. Invalid UTF-8, control
+    characters and bidi overrides come back as visible escapes (C(\xe9), C(\x1b), C(\u202e)), never raw.
   - With O(include_ssh=true) SSH logins are listed too.
   - Sets C(ansible_facts['sessionguard_orphans']), per user the processes tied to no live login, such as a
     C(nohup) job whose session is gone.
@@ -98,6 +102,7 @@ ansible_facts:
           exe_deleted: false
           renamed: false
           copied: false
+          exe_unreadable: false
           suspicious: false
           cmdline: mosh-server new -c 256 -s -l LANG=C.UTF-8
           started: "2026-11-28T04:31:07Z"
@@ -145,8 +150,11 @@ ansible_facts:
         copied:
           description: The executable is not the installed mosh-server (mosh only).
           type: bool
+        exe_unreadable:
+          description: The server's binary could not be read in time (a hung NFS or FUSE mount) (mosh only).
+          type: bool
         suspicious:
-          description: Any of C(renamed), C(copied), C(exe_deleted) (mosh only).
+          description: Any of C(renamed), C(copied), C(exe_deleted), C(exe_unreadable) (mosh only).
           type: bool
         started:
           description: Start time, ISO 8601 UTC.
@@ -242,6 +250,8 @@ def main():
     if os.geteuid() != 0:
         module.warn('session_facts runs without root: other users\' sessions are invisible; use become: true')
     found = audit(uids=uids, include_ssh=module.params['include_ssh'])
+    for entry in found['unreadable']:
+        module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
     for err in found['utmp_errors']:
         module.warn('could not read %s; client addresses and attach state may be missing' % err)
     module.exit_json(changed=False, ansible_facts={
