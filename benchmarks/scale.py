@@ -84,8 +84,10 @@ def measure(uid):
     out['stat every /proc/PID'], _ = _timed(lambda: [_count(-1)])
     out['snapshot'], snap = _timed(lambda: _procfs.Snapshot(reader))
     out['discovery+plan'], plan = _timed(lambda: _revoke.Plan(snap, [uid], 'all', False, exclude, judge))
-    out['rescan (reusing)'], _ = _timed(lambda: _revoke._tied_in(_procfs.Snapshot(reader, previous=snap), plan, [uid],
-                                                                  'all', False, exclude, judge))
+    def rescan():
+        return _revoke._tied_in(_procfs.Snapshot(reader, previous=snap), plan, [uid], 'all', False, exclude, judge)
+
+    out['rescan (reusing)'], _ = _timed(rescan)
     procs = plan.procs
     out['session_of every process'], _ = _timed(lambda: [plan.session_of(p) for p in procs])
     engine = _terminate.Engine(0, lambda: [], watchdog=False, chase=0)
@@ -113,8 +115,8 @@ def scenario(name, build, sizes):
         if k.startswith('_'):
             continue
         print('%-28s %10.3f %10.3f %7.2f' % (k, a[k], b[k], b[k] / a[k] if a[k] else float('nan')))
-    print('planned %d / %d processes; survivors %d / %d' % (a['_planned'], b['_planned'], a['_survivors'],
-                                                           b['_survivors']))
+    print('planned %d / %d processes; survivors %d / %d'
+          % (a['_planned'], b['_planned'], a['_survivors'], b['_survivors']))
 
 
 def main():
