@@ -233,18 +233,36 @@ def read_exe(pid, root=PROC):
 def read_cgroup(pid, root=PROC):
     """(cgroup v2 path or the first path, logind session number or None) of ``pid``."""
     try:
-        lines = decode(_read(pid_path(pid, 'cgroup', root=root))).split('\n')
+        # Split before decoding: decode() escapes the newlines between the hierarchies.
+        lines = [decode(line) for line in _read(pid_path(pid, 'cgroup', root=root)).split(b'\n')]
     except OSError:
         return None, None
     best = None
     for line in lines:
         path = line.split(':', 2)[-1]
-        for part in path.split('/'):
-            if part.startswith('session-') and part.endswith('.scope'):
-                return path, part[len('session-'):-len('.scope')]
+        session = _logind_session(path)
+        if session is not None:
+            return path, session
         if line.startswith('0::') or (best is None and path):
             best = path
     return best, None
+
+
+def _logind_session(path):
+    """N of the ``user-UID.slice/session-N.scope`` in a cgroup path, or None.
+
+    Nothing below a ``.service`` counts: systemd delegates ``user@UID.service`` (and any service with
+    ``Delegate=``) to its user, who can name cgroups there ``session-N.scope`` after another user's login.
+    """
+    parent = ''
+    for part in path.split('/'):
+        if part.endswith('.service'):
+            return None
+        if (part.startswith('session-') and part.endswith('.scope')
+                and parent.startswith('user-') and parent.endswith('.slice')):
+            return part[len('session-'):-len('.scope')]
+        parent = part
+    return None
 
 
 class ProcfsReader(object):

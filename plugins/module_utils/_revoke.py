@@ -50,6 +50,8 @@ class Plan(object):
             s.kill, s.report = [], []
             for p in s.members:
                 self._member_of.setdefault(p.pid, s)
+                if p.zombie:
+                    continue    # already dead: nothing to end, and a signal would count it as ended
                 if p.pid in self.exclude:
                     self.spared.append(p)
                 elif self._endable(s, p):
