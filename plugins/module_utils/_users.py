@@ -13,10 +13,16 @@ from __future__ import annotations
 import pwd
 import re
 
-# Accepts what useradd accepts on Debian and RHEL (a trailing $ marks Samba machine accounts).
-NAME_RE = re.compile(r'^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$')
-NAME_RULE = ('a user name (letters, digits, "_", "." and "-", starting with a letter or "_", '
-             'at most 32 characters) or a numeric UID')
+# The portable grammar (what useradd accepts on Debian and RHEL; a trailing $ marks Samba machine accounts). It
+# only applies to names the host cannot resolve: a name NSS resolves (SSSD, AD, LDAP: ``Bob.Smith@corp.example``,
+# ``CORP\\bob``, mixed case, long) is taken as the directory spells it.
+NAME_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?')
+NAME_RULE = ('a user name that resolves on the host, or one of letters, digits, "_", "." and "-" starting with a '
+             'letter or "_", at most 32 characters; or a numeric UID')
+# Never part of a user name anywhere, whatever resolves it: field separators of passwd and paths, and Jinja
+# markers that would be templated on their way through a survey or a role.
+_NEVER = re.compile(r'[\s:/\x00-\x1f\x7f-\x9f]|\{\{|\{%|\{#')
+_UID_RE = re.compile(r'[0-9]+')
 MAX_UID = 4294967294
 # UIDs the kernel uses for "nobody" when a mapping fails; never a real person.
 OVERFLOW_UIDS = (65534, 4294967294)
@@ -69,31 +75,44 @@ def resolve(specs, allow_system_users=False, login_defs_path='/etc/login.defs'):
     lowest = uid_min(login_defs_path)
     targets, absent, seen = [], [], set()
     for raw in specs:
-        spec = str(raw).strip() if raw is not None else ''
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            spec = str(raw)
-        if spec.isdigit():
-            uid = int(spec)
-            if uid > MAX_UID:
-                raise UserError('users: %r is not a valid UID; UIDs go from 0 to %d.' % (raw, MAX_UID))
+        uid, name = _parse(raw)
+        if uid is None:
+            try:
+                ent = pwd.getpwnam(name)
+            except KeyError:
+                if not NAME_RE.fullmatch(name):
+                    raise UserError('users: %r is not a valid user; expected %s.' % (raw, NAME_RULE))
+                absent.append(name)
+                continue
+            uid, name = ent.pw_uid, ent.pw_name
+        else:
             try:
                 name = pwd.getpwuid(uid).pw_name
             except KeyError:
                 name = None
-        elif NAME_RE.match(spec):
-            try:
-                ent = pwd.getpwnam(spec)
-            except KeyError:
-                absent.append(spec)
-                continue
-            uid, name = ent.pw_uid, ent.pw_name
-        else:
-            raise UserError('users: %r is not a valid user; expected %s.' % (raw, NAME_RULE))
         _check_system(raw, uid, lowest, allow_system_users)
         if uid not in seen:
             seen.add(uid)
-            targets.append(Target(spec, uid, name))
+            targets.append(Target(str(raw), uid, name))
     return targets, absent
+
+
+def _parse(raw):
+    """(uid, None) for a numeric UID, (None, name) for a name; UserError for anything else, naming it."""
+    if isinstance(raw, bool) or raw is None or isinstance(raw, float):
+        raise UserError('users: %r is not a user; expected %s.' % (raw, NAME_RULE))
+    spec = str(raw)
+    if not spec:
+        raise UserError('users: %r is empty; expected %s.' % (raw, NAME_RULE))
+    # str.isdigit() would take '\u00b2' or Arabic-Indic digits for a UID: only ASCII digits are one.
+    if _UID_RE.fullmatch(spec):
+        uid = int(spec)
+        if uid > MAX_UID:
+            raise UserError('users: %r is not a valid UID; UIDs go from 0 to %d.' % (raw, MAX_UID))
+        return uid, None
+    if _NEVER.search(spec) or spec.startswith('-'):
+        raise UserError('users: %r is not a valid user; expected %s.' % (raw, NAME_RULE))
+    return None, spec
 
 
 def _check_system(raw, uid, lowest, allow):

@@ -286,6 +286,7 @@ scope:
   sample: mosh
 """
 
+import math
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -308,13 +309,17 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if p['grace_period'] < 0:
-        module.fail_json(msg='grace_period must be 0 or more seconds; got %s.' % p['grace_period'])
+    if not math.isfinite(p['grace_period']) or p['grace_period'] < 0:
+        module.fail_json(msg='grace_period must be a finite number of seconds, 0 or more; got %s.' % p['grace_period'])
     try:
         targets, absent = resolve(p['users'], allow_system_users=p['allow_system_users'])
     except UserError as e:
         module.fail_json(msg=str(e))
 
+    if p['scope'] == 'all' and any(t.uid == 0 for t in targets):
+        # Every daemon of the host runs as root: allow_system_users cannot make that a revocation.
+        module.fail_json(msg="users: %s is root (UID 0); scope 'all' would end every root process on the host. "
+                         "Refusing, even with allow_system_users." % [t.spec for t in targets if t.uid == 0][0])
     others = [t.label for t in targets if t.uid != os.geteuid()]
     if os.geteuid() != 0 and others:
         module.fail_json(msg='revoke_sessions must run as root (become: true) to end sessions of other users: %s'

@@ -18,6 +18,17 @@ from ansible_collections.sessionguard.mosh.plugins.module_utils._users import Us
     (['-rf'], "'-rf' is not a valid user"),
     (['x' * 40], 'is not a valid user'),
     ([99999999999], 'is not a valid UID'),
+    (['\u00b2'], "'\u00b2' is not a valid user"),
+    (['\u0661\u0660\u0660\u0661'], 'is not a valid user'),
+    ([True], 'True is not a user'),
+    ([1.5], '1.5 is not a user'),
+    (['1001\n'], 'is not a valid user'),
+    ([' bob'], "' bob' is not a valid user"),
+    (['bob:x'], "'bob:x' is not a valid user"),
+    (['../bob'], "'../bob' is not a valid user"),
+    (['{{ lookup("pipe", "id") }}'], 'is not a valid user'),
+    (['bo\x1bb'], 'is not a valid user'),
+    ([''], 'is empty'),
 ])
 def test_bad_users_are_refused_with_the_value_named(spec, needle):
     with pytest.raises(UserError) as e:
@@ -42,3 +53,16 @@ def test_login_defs_uid_min_is_honoured(tmp_path):
     with pytest.raises(UserError) as e:
         resolve([4000000], login_defs_path=str(defs))
     assert 'UID_MIN 5000000' in str(e.value)
+
+
+def test_names_the_directory_resolves_are_taken_as_spelled(monkeypatch):
+    """SSSD/AD names break the portable grammar (@, mixed case, longer than 32); NSS resolving them is enough."""
+    import pwd
+    long_name = 'Bob.Smith.With.A.Very.Long.Name@corp.example'
+    ent = pwd.struct_passwd((long_name, 'x', 4000001, 4000001, '', '/home/b', '/bin/sh'))
+    monkeypatch.setattr(pwd, 'getpwnam', lambda n: ent if n == long_name else (_ for _ in ()).throw(KeyError(n)))
+    targets, absent = resolve([long_name])
+    assert [(t.uid, t.name) for t in targets] == [(4000001, long_name)] and absent == []
+    with pytest.raises(UserError) as e:
+        resolve(['Unknown@corp.example'])
+    assert "'Unknown@corp.example' is not a valid user" in str(e.value)
