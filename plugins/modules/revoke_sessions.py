@@ -59,6 +59,11 @@ options:
       - The users whose sessions end, as names or numeric UIDs.
       - A numeric UID works for a user already removed from the account database whose processes still run.
       - A name with no account on this host is reported in RV(absent_users); it is not an error, fleets differ.
+      - A name that the host resolves (through NSS - C(/etc/passwd), SSSD, LDAP) is taken as spelled, so directory
+        names such as C(Bob.Smith@corp.example) work. A name that resolves nowhere must be letters, digits, C(_),
+        C(.) and C(-), start with a letter or C(_), and be at most 32 characters long. A numeric UID is ASCII digits
+        only. Whitespace, control characters, C(:), C(/), template markers, booleans and numbers with a fraction are
+        always refused, naming the value.
     type: list
     elements: raw
     required: true
@@ -75,6 +80,7 @@ options:
     description:
       - Seconds between the graceful C(SIGTERM) and C(SIGKILL) for what is still running.
       - V(0) sends C(SIGKILL) right after C(SIGTERM). mosh-server needs up to about 4 seconds to tell its client.
+      - Must be finite and not negative.
     type: float
     default: 5
   notice:
@@ -87,6 +93,7 @@ options:
   allow_system_users:
     description:
       - Allow root and users whose UID is below C(UID_MIN) from C(/etc/login.defs).
+      - Root with O(scope=all) is refused even then; it would end every daemon of the host.
     type: bool
     default: false
   terminate_gracefully:
