@@ -325,7 +325,7 @@ def main():
 
     if p['scope'] == 'all' and any(t.uid == 0 for t in targets):
         # Every daemon of the host runs as root: allow_system_users cannot make that a revocation.
-        module.fail_json(msg="users: %s is root (UID 0); scope 'all' would end every root process on the host. "
+        module.fail_json(msg="users: %r is root (UID 0); scope 'all' would end every root process on the host. "
                          "Refusing, even with allow_system_users." % [t.spec for t in targets if t.uid == 0][0])
     others = [t.label for t in targets if t.uid != os.geteuid()]
     if os.geteuid() != 0 and others:

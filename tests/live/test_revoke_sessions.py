@@ -167,7 +167,14 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     ({'users': ['bad name;rm -rf']}, "'bad name;rm -rf'"),
     ({'users': ['USER'], 'grace_period': -1}, '-1'),
     ({'users': ['USER'], 'scope': 'everything'}, 'everything'),
-], ids=['root', 'system-name', 'system-uid', 'empty', 'malformed', 'negative-grace', 'unknown-scope'])
+    ({'users': ['\u00b2']}, "'\u00b2'"),
+    ({'users': ['\u0661\u0660\u0660\u0661']}, "'\u0661\u0660\u0660\u0661'"),
+    ({'users': [True]}, 'True'),
+    ({'users': ['USER'], 'grace_period': 'nan'}, 'nan'),
+    ({'users': ['USER'], 'grace_period': 'inf'}, 'inf'),
+    ({'users': ['root', 'USER'], 'scope': 'all', 'allow_system_users': True}, "'root'"),
+], ids=['root', 'system-name', 'system-uid', 'empty', 'malformed', 'negative-grace', 'unknown-scope',
+        'superscript-digit', 'arabic-digits', 'boolean', 'nan-grace', 'inf-grace', 'root-scope-all'])
 def test_bad_input_is_refused_before_anything_is_signalled(target, user_factory, mosh_session_factory, args, needle):
     user = user_factory()
     session = mosh_session_factory(user)
