@@ -429,9 +429,10 @@ class Snapshot(object):
         return self.reader.root
 
     def by(self, label, value):
-        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session`` or ``logind_session``) is ``value``."""
+        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session``, ``logind_session`` or ``loginuid``) is
+        ``value``."""
         if self._index is None:
-            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'logind_session'))
+            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'logind_session', 'loginuid'))
             for p in self.procs.values():
                 for k, idx in self._index.items():
                     idx.setdefault(getattr(p, k), []).append(p)

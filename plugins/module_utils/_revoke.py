@@ -17,7 +17,7 @@ import time
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
     Clock, bounded, client_address, proc_entry, session_entries, session_entry)
-from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, is_sshd_connection
+from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, Session, is_sshd_connection
 from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
 
@@ -42,6 +42,7 @@ class Plan(object):
                 other = disc.other_session(uid)
                 if other.members:
                     self.sessions.append(other)
+        self.sessions.extend(self._started_by_users(disc))
         self.spared, self.reported = [], []
         self.labels = {'sids': set(), 'audit': set(), 'logind': set()}
         self._member_of = {}
@@ -64,11 +65,38 @@ class Plan(object):
                 for value in v if k in self._label_of else ():
                     self._label_of[k].setdefault(value, s)
 
+    def _started_by_users(self, disc):
+        """Processes of other UIDs whose loginuid is a revoked user's (``sudo -u svc job`` from any of their
+        logins), not already in a session: reported in every scope, ended only with kill_other_uids.
+
+        Per-connection sshd processes are logins, which the scope decides about, and are left out.
+        """
+        by_uid = {}
+        for uid in sorted(self.uids):
+            for p in self.snap.by('loginuid', uid):
+                if (p.pid not in disc.claimed and not p.has_uid(uid) and not p.zombie and not p.kernel_thread
+                        and p.pid != 1 and not is_sshd_connection(p)):
+                    by_uid.setdefault(uid, []).append(p)
+        out = []
+        for uid, procs in sorted(by_uid.items()):
+            s = Session('loginuid', uid, None, self.snap)
+            s.members = sorted(procs, key=lambda p: p.pid)
+            out.append(s)
+        return out
+
     def _endable(self, s, p):
-        if p.has_uid(s.uid) or self.kill_other_uids:
+        if p.has_uid(s.uid):
             return True
         # The per-connection sshd of the user's own login is that login, whoever owns the process.
-        return s.kind in ('ssh', 'other') and is_sshd_connection(p)
+        if s.kind == 'ssh' and p is s.leader:
+            return True
+        # Another user's process ends only when asked, and only when the user's login started it: it carries the
+        # login's audit session, or the user's loginuid. Being a child or a session-mate of such a process is not
+        # enough (a root shell's children may be anyone's).
+        return self.kill_other_uids and self._started_by_user(s, p)
+
+    def _started_by_user(self, s, p):
+        return (s.audit_session is not None and p.audit_session == s.audit_session) or p.loginuid in self.uids
 
     @property
     def procs(self):
@@ -89,12 +117,15 @@ class Plan(object):
         """Whether a process seen in a later scan belongs to what this plan ends."""
         if p.pid in self.exclude or p.pid == 1 or p.kernel_thread or p.zombie:
             return False
-        if not (any(p.has_uid(u) for u in self.uids) or self.kill_other_uids):
+        if any(p.has_uid(u) for u in self.uids):
+            if self.scope == 'all':
+                return True
+            return (p.audit_session in self.labels['audit'] or p.sid in self.labels['sids']
+                    or bool(p.logind_session and p.logind_session in self.labels['logind']))
+        # Another user's process: only what the user's login started, only when asked (as in _endable).
+        if not self.kill_other_uids or is_sshd_connection(p):
             return False
-        if self.scope == 'all' and any(p.has_uid(u) for u in self.uids):
-            return True
-        return (p.audit_session in self.labels['audit'] or p.sid in self.labels['sids']
-                or (p.logind_session and p.logind_session in self.labels['logind']))
+        return p.audit_session in self.labels['audit'] or p.loginuid in self.uids
 
 
 def sanitize_message(text):

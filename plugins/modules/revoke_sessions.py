@@ -105,9 +105,12 @@ options:
     default: false
   kill_other_uids:
     description:
-      - Also end processes of other users that carry a revoked session's audit session id, such as a C(sudo -i)
-        root shell opened inside the session.
-      - When V(false) they are listed in RV(other_uid_processes) and left running.
+      - Also end processes of other users that a revoked user's login started, and only those - processes that
+        carry a revoked session's audit session id (a C(sudo -i) root shell opened inside it), and processes whose
+        loginuid is a revoked user's (C(sudo -u svc job &) from any of their logins). Being a child or a
+        session-mate of such a process is not enough, and per-connection sshd processes are left to O(scope).
+      - When V(false) they are listed in RV(other_uid_processes) and left running. Processes with a revoked
+        user's loginuid are listed in every scope.
     type: bool
     default: false
 seealso:
@@ -158,7 +161,9 @@ sessions:
       type: int
       sample: 1001
     kind:
-      description: V(mosh), V(ssh), or V(other) for processes tied to no login (O(scope=all)).
+      description:
+        - V(mosh), V(ssh), V(other) for processes tied to no login (O(scope=all)), or V(loginuid) for other users'
+          processes started by the user's logins (ended only with O(kill_other_uids=true)).
       type: str
       sample: mosh
     leader_pid:
