@@ -14,9 +14,12 @@ across fork, setsid, daemonizing and sudo) or the same logind ``session-N.scope`
 
 from __future__ import annotations
 
+import marshal
 import os
 import re
-import threading
+import select
+import signal
+import time
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, UNSET_ID, pid_path
 
@@ -61,29 +64,90 @@ class Hung(Exception):
     """A file system call on a user's binary did not answer in time (a hung NFS or FUSE mount)."""
 
 
-def bounded_call(fn, args, timeout):
-    """``fn(*args)`` in a helper thread, given at most ``timeout`` seconds.
+def _close_fds_except(keep):
+    """In a helper child: stdio on /dev/null and no other inherited descriptor but ``keep``.
 
-    A read of a binary on a FUSE or NFS mount whose server never answers blocks in the kernel, and no signal
-    but a fatal one ends it. The helper thread is left behind, blocked; it dies with the module's process.
+    Ansible waits for the module's stdout and stderr to close, and the watchdog for its pipe: a helper stuck
+    on a hung mount must hold none of them.
     """
-    box = {}
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    try:
+        fds = [int(name) for name in os.listdir('/proc/self/fd')]
+    except OSError:
+        fds = list(range(3, 65536))
+    for fd in fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
-    def work():
+
+def bounded_call(fn, args, timeout):
+    """``fn(*args)`` in a forked helper process, given at most ``timeout`` seconds. Raises Hung when late.
+
+    A call on a binary on a FUSE or NFS mount whose server never answers blocks in the kernel, often in an
+    uninterruptible wait (a FUSE request the server already holds, a page lock held by a read it never
+    answered) that not even SIGKILL ends. A thread of the module blocked there would keep the module's process
+    from ever exiting, and Ansible waits for that exit. So the call runs in a child that holds no descriptor
+    but its result pipe; a late child gets SIGKILL (it dies when the kernel lets it) and is left behind.
+    ``fn`` returns and raises only what ``marshal`` can carry back (an exception comes back as an OSError).
+    """
+    r, w = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
+    if pid == 0:  # pragma: no cover - runs in the helper child
+        code = 0
         try:
-            box['value'] = fn(*args)
-        except Exception as e:  # noqa: B902 - handed to the caller
-            box['error'] = e
-
-    t = threading.Thread(target=work, name='sessionguard-io')
-    t.daemon = True
-    t.start()
-    t.join(timeout)
-    if t.is_alive():
-        raise Hung('no answer within %g s' % timeout)
-    if 'error' in box:
-        raise box['error']
-    return box['value']
+            _close_fds_except(w)
+            try:
+                out = ('value', fn(*args))
+            except Exception as e:  # noqa: B902 - handed to the caller
+                out = ('error', '%s: %s' % (type(e).__name__, e))
+            os.write(w, marshal.dumps(out))
+        except BaseException:  # noqa: B902 - never return into the module's code
+            code = 1
+        os._exit(code)
+    os.close(w)
+    data = b''
+    try:
+        poller = select.poll()
+        poller.register(r, select.POLLIN | select.POLLHUP)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(int(min(left, 60.0) * 1000) + 1):
+                if time.monotonic() < deadline:
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, os.WNOHANG)
+                except OSError:
+                    pass
+                raise Hung('no answer within %g s' % timeout)
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(r)
+    try:
+        os.waitpid(pid, 0)
+    except OSError:
+        pass
+    try:
+        kind, value = marshal.loads(data)
+    except (EOFError, ValueError, TypeError):
+        raise OSError('the helper process for %s died without an answer' % getattr(fn, '__name__', fn))
+    if kind == 'error':
+        raise OSError(value)
+    return value
 
 
 class ExeJudge(object):
