@@ -13,8 +13,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 
 # Without the shellcheck program, ansible-test's "shellcheck" sanity test is skipped.
 # python3-psutil: the fleet's Debian-Python hosts (tests/fleet) have psutil, except one that hides it.
+# fuse3 + python3-fusepy: the hanging FUSE server of tests/lib/sgtest/fuse.py (fusermount3; Debian's python3).
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
-    shellcheck python3-psutil)
+    shellcheck python3-psutil fuse3 python3-fusepy)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
