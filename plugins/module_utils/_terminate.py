@@ -308,13 +308,16 @@ class Engine(object):
             if notify is not None:
                 notify()
 
-            self.stage = 'kill'
-            self._kill_group('kill')
+            # The servers go first, while the rest stays frozen: a mosh-server whose shell dies first starts its
+            # shutdown on the pty hangup, and a SIGTERM arriving during that shutdown makes it quit at once,
+            # without telling its client. Frozen, the rest cannot run meanwhile; it dies right after.
+            self.stage = 'grace'
             for h in self._live('grace'):
                 h.send(signal.SIGTERM)
-            self.stage = 'grace'
             wait_gone(self._live('grace'), self.grace)
             self._kill_group('grace')
+            self.stage = 'kill'
+            self._kill_group('kill')
             wait_gone(self._live(), 2.0)
             if sweep is not None:
                 self.stage = 'sweep'

@@ -19,9 +19,10 @@ description:
     not job-control stopped, so no parent (C(sudo), a shell) reacts to it and no C(SIGCONT) wakes it. Elsewhere
     they get C(SIGSTOP). See RV(freezer).
   - While frozen, the O(notice) is written to the sessions' terminals and only the mosh-servers are thawed to carry
-    it to their clients. Then everything else is killed (C(SIGKILL), and C(cgroup.kill) for anything born inside
-    the group) and the mosh-servers get C(SIGTERM), so their clients get mosh's clean shutdown and print
-    C([mosh is exiting.]); a server still running after O(grace_period) gets C(SIGKILL).
+    it to their clients. Then the mosh-servers get C(SIGTERM), so their clients get mosh's clean shutdown and
+    print C([mosh is exiting.]); a server still running after O(grace_period) gets C(SIGKILL). Everything else,
+    still frozen, is then killed (C(SIGKILL), and C(cgroup.kill) for anything born inside the group). The servers
+    go first because a mosh-server whose shell dies under it quits on a C(SIGTERM) without telling its client.
   - Anything tied to the revocation that appears later (a process that keeps forking new PIDs) is frozen and
     killed on sight for up to 10 seconds. The verdict comes from a last, fresh scan of the host; the task fails if
     anything tied is still alive, and names it in RV(survivors).

@@ -35,9 +35,10 @@ def stopped(pids):
     return [pid for pid in pids if _procfs.read_state(pid) in ('T', 't')]
 
 
-def sessionguard_groups():
+def sessionguard_groups(pid):
+    """The frozen groups a run in process ``pid`` made (named after it, so other runs on the machine don't count)."""
     mount = _freeze.cgroup2_mount()
-    return [d for d in os.listdir(mount) if d.startswith('sessionguard-')] if mount else []
+    return [d for d in os.listdir(mount) if d.startswith('sessionguard-%d-' % pid)] if mount else []
 
 
 def reap(children, timeout=10):
@@ -52,9 +53,8 @@ def reap(children, timeout=10):
 
 @pytest.fixture(autouse=True)
 def no_leftover_groups():
-    before = set(sessionguard_groups())
     yield
-    assert set(sessionguard_groups()) <= before, 'frozen groups left behind: %s' % sessionguard_groups()
+    assert sessionguard_groups(os.getpid()) == [], 'frozen groups left behind'
 
 
 @pytest.mark.parametrize('freezer', sorted(FREEZERS))
@@ -160,13 +160,13 @@ def test_a_module_killed_outright_leaves_nothing_frozen_the_watchdog_finishes():
     """An async timeout SIGKILLs the module's process group: no handler runs, the watchdog does the job."""
     victims = spawn(10)
     module = run_module(victims)
-    assert sessionguard_groups(), 'the run made no frozen group'
+    assert sessionguard_groups(module.pid), 'the run made no frozen group'
 
     os.killpg(module.pid, signal.SIGKILL)
     module.wait(10)
 
     assert reap(victims) == [-signal.SIGKILL] * len(victims)
-    wait_for(lambda: not sessionguard_groups(), 10, 'the watchdog to remove the frozen groups')
+    wait_for(lambda: not sessionguard_groups(module.pid), 10, 'the watchdog to remove the frozen groups')
 
 
 def test_more_processes_than_descriptors_are_all_addressed():
