@@ -77,6 +77,7 @@ def mosh_entry(session, snap, judge, utmp, clock):
     server = session.leader
     entry = _common(session, clock)
     entry['server_pid'] = server.pid
+    entry['identified_by'] = session.identified_by
     entry.update(judge.describe(server))
     entry['cmdline'] = proc_entry(server)['cmdline']
     udp = snap.socket_table(server, 'udp')

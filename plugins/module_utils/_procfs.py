@@ -322,7 +322,9 @@ class ProcfsReader(object):
                 continue
             if target.startswith('socket:['):
                 sockets.add(int(target[8:-1]))
-            elif target in ('/dev/ptmx', '/dev/pts/ptmx'):
+            elif target == '/dev/ptmx' or target.endswith('/ptmx'):
+                # Any devpts instance's ptmx (a container's, or one mounted elsewhere) is a pty master; the kernel
+                # names its pty in fdinfo.
                 masters.append(self._tty_index(pid, fd))
         return Fds(sockets, masters)
 
@@ -392,6 +394,7 @@ class Snapshot(object):
         for p in self.procs.values():
             self.children.setdefault(p.ppid, []).append(p.pid)
         self._sockets = {}
+        self._mntns = {}
         self._index = None
 
     def _refresh(self, old):
@@ -429,14 +432,22 @@ class Snapshot(object):
         return self.reader.root
 
     def by(self, label, value):
-        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session``, ``logind_session`` or ``loginuid``) is
-        ``value``."""
+        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session``, ``cgroup`` or ``loginuid``) is ``value``."""
         if self._index is None:
-            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'logind_session', 'loginuid'))
+            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'cgroup', 'loginuid'))
             for p in self.procs.values():
                 for k, idx in self._index.items():
                     idx.setdefault(getattr(p, k), []).append(p)
         return self._index[label].get(value, ())
+
+    def mount_ns(self, pid):
+        """The mount namespace of ``pid`` (read on first use): which devpts its ``pts/N`` is."""
+        if pid not in self._mntns:
+            try:
+                self._mntns[pid] = os.readlink(self.reader.path(pid, 'ns', 'mnt'))
+            except OSError:
+                self._mntns[pid] = None
+        return self._mntns[pid]
 
     def descendants(self, pid):
         out, stack, seen = [], list(self.children.get(pid, ())), set([pid])
@@ -464,7 +475,11 @@ class Snapshot(object):
         """Socket inode -> (local (ip, port), remote (ip, port)) for ``proto`` in the netns of ``proc``."""
         key = (proc.netns, proto)
         if key not in self._sockets:
-            self._sockets[key] = read_socket_table(proc.pid, proto, self.root)
+            table = read_socket_table(proc.pid, proto, self.root)
+            if table is None:
+                # This process died mid-read: its answer is empty, the namespace's stays unknown for the next.
+                return {}
+            self._sockets[key] = table
         return self._sockets[key]
 
 
@@ -483,13 +498,17 @@ def _hex_addr(text):
 
 
 def read_socket_table(pid, proto, root=PROC):
-    """Parse /proc/PID/net/{proto}{,6}: keyed by inode, so sockets are found in the right netns."""
-    table = {}
+    """Parse /proc/PID/net/{proto}{,6}: keyed by inode, so sockets are found in the right netns.
+
+    None when neither file could be read (the process is gone), which says nothing about the namespace.
+    """
+    table, read_any = {}, False
     for name in (proto, proto + '6'):
         try:
             lines = _read(pid_path(pid, 'net', name, root=root), 16 << 20).decode('ascii', 'replace').splitlines()[1:]
         except OSError:
             continue
+        read_any = True
         for line in lines:
             cols = line.split()
             if len(cols) < 10:
@@ -498,4 +517,4 @@ def read_socket_table(pid, proto, root=PROC):
                 table[int(cols[9])] = (_hex_addr(cols[1]), _hex_addr(cols[2]))
             except ValueError:
                 continue
-    return table
+    return table if read_any else None

@@ -113,6 +113,7 @@ def session_entry(session, procs, clock, address=(None, None), handles=None, sig
         'client_address': address,
         'client_address_source': source,
         'tty': session.tty if session is not None else None,
+        'identified_by': session.identified_by if session is not None else None,
         'started': clock.iso(leader) if leader is not None else None,
         'process_count': len(procs),
         'signals': signals,

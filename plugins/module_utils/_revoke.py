@@ -14,7 +14,7 @@ import os
 import re
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain, pid_path
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
     Clock, bounded, client_address, proc_entry, session_entries, session_entry)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, Session, is_sshd_connection
@@ -121,7 +121,7 @@ class Plan(object):
             if self.scope == 'all':
                 return True
             return (p.audit_session in self.labels['audit'] or p.sid in self.labels['sids']
-                    or bool(p.logind_session and p.logind_session in self.labels['logind']))
+                    or bool(p.logind_session and p.cgroup in self.labels['logind']))
         # Another user's process: only what the user's login started, only when asked (as in _endable).
         if not self.kill_other_uids or is_sshd_connection(p):
             return False
@@ -146,10 +146,13 @@ class Notice(object):
         self.reached = []
         self._fds = []
 
-    def send(self, sessions):
-        for tty in sorted(set(s.tty for s in sessions if s.tty)):
+    def send(self, sessions, root=PROC):
+        # Opened through the mount namespace of a process that holds the terminal: the same pts number in a
+        # container's devpts is somebody else's terminal.
+        targets = dict(((s.tty, s.tty_pid), s) for s in sessions if s.tty and s.tty_pid)
+        for tty, pid in sorted(targets):
             try:
-                fd = os.open('/dev/' + tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
+                fd = os.open(pid_path(pid, 'root', 'dev', tty, root=root), os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
             except OSError:
                 continue
             self._fds.append(fd)
@@ -228,7 +231,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     engine = Engine(grace_period, rescan, verify=verify, root=root, **(engine_options or {}))
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
-                             notify=(lambda: message.send(plan.sessions)) if message else None,
+                             notify=(lambda: message.send(plan.sessions, root)) if message else None,
                              sweep=(lambda: _sweep_uids(plan)) if scope == 'all' else None)
     finally:
         if message is not None:

@@ -162,6 +162,7 @@ class ExeJudge(object):
         self.timeout = timeout
         self._cache = {}
         self.unreadable = {}    # pid -> why its binary could not be read
+        self.identified = {}    # pid -> how a server was recognised: signature, name, unreadable, behaviour
         self._hung_devs = set()
         self.system = []
         for d in os.environ.get('PATH', '/usr/bin:/bin').split(':') + ['/usr/bin', '/usr/local/bin']:
@@ -193,7 +194,10 @@ class ExeJudge(object):
         if key is None:
             if proc.pid in self.unreadable:
                 return None
-            return proc.name == MOSH_NAME
+            if proc.name == MOSH_NAME:
+                self.identified[proc.pid] = 'name'
+                return True
+            return False
         if key[0] in self._hung_devs:
             self.unreadable[proc.pid] = 'its binary %s is on a file system that did not answer' % proc.exe
             return None
@@ -241,10 +245,14 @@ class Session(object):
         self.leader = leader          # Proc, or None for the 'other' bucket
         self.members = []             # Procs tied to this session, leader first
         self.tty = None
+        self.tty_pid = None           # a process of the session that holds ``tty``, in its mount namespace
         self.pty_index = None
         self.child = None             # mosh: the pty session leader (the shell, or the pre-exec copy)
+        self.identified_by = None     # mosh: signature, name, unreadable or behaviour
         self.audit_session = _label(leader.audit_session) if leader else None
         self.logind_session = leader.logind_session if leader else None
+        # logind ties compare the whole cgroup path: a container's ".../session-3.scope" is not the host's.
+        self.cgroup = leader.cgroup if leader is not None and leader.logind_session else None
         self._snap = snap
 
     @property
@@ -252,16 +260,26 @@ class Session(object):
         return [p.pid for p in self.members]
 
     def labels(self):
-        """What later scans use to find processes tied to this session after its leader is gone."""
+        """What later scans use to find processes tied to this session after its leader is gone.
+
+        Session ids come from the user's own processes only: a bystander's shell that ran ``sudo -u bob job``
+        shares its session id with bob's job, and must not be tied to bob by it. Processes tied to no login
+        (``other``) lend no session id at all.
+        """
         out = {'sids': set(), 'audit': set(), 'logind': set()}
-        for p in self.members:
-            if p.sid > 1:
-                out['sids'].add(p.sid)
+        if self.kind != 'other':
+            for p in self.members:
+                if p.sid > 1 and p.has_uid(self.uid):
+                    out['sids'].add(p.sid)
         if self.audit_session is not None:
             out['audit'].add(self.audit_session)
-        if self.logind_session:
-            out['logind'].add(self.logind_session)
+        if self.cgroup:
+            out['logind'].add(self.cgroup)
         return out
+
+    def set_tty(self, proc):
+        """The session's terminal is the one ``proc`` (a process of the session's user) holds."""
+        self.tty, self.tty_pid = proc.tty, proc.pid
 
 
 def is_sshd_connection(proc):
@@ -293,7 +311,12 @@ class Discovery(object):
 
     # --- mosh -----------------------------------------------------------------------------
     def is_mosh_server(self, proc):
-        """A process holding a UDP socket and a pty master whose image is a mosh-server."""
+        """A process holding a UDP socket and a pty master: what a mosh-server holds.
+
+        The image is a first filter, never the proof. A server launched through ld.so (``exe`` is ld.so), a
+        packed or patched copy without mosh's signature, or a binary on a hung mount is still a remote-terminal
+        server by what it does; ``judge.identified`` says how each one was recognised.
+        """
         if proc.kernel_thread or proc.pid == 1 or proc.zombie:
             return False
         fds = proc.fds
@@ -302,9 +325,10 @@ class Discovery(object):
         udp = self.snap.socket_table(proc, 'udp')
         if not any(inode in udp for inode in fds.sockets):
             return False
-        # A binary that cannot be read (a hung mount) on a process that holds what a mosh-server holds is
-        # taken for one: flagged, and ended rather than left running unjudged.
-        return self.judge.is_mosh(proc) is not False
+        verdict = self.judge.is_mosh(proc)
+        self.judge.identified.setdefault(proc.pid, 'signature' if verdict else 'unreadable' if verdict is None
+                                         else 'behaviour')
+        return True
 
     def mosh_servers(self):
         return [p for p in self.snap if self._wanted(p) and self.is_mosh_server(p)]
@@ -320,11 +344,12 @@ class Discovery(object):
                 break
         if s.child is None and kids:
             s.child = kids[0]
-        if s.child is not None and s.child.tty:
-            s.tty = s.child.tty
+        if s.child is not None and s.child.tty and s.child.has_uid(server.uid):
+            s.set_tty(s.child)
         elif masters:
-            s.tty = 'pts/%d' % masters[0]
+            s.tty, s.tty_pid = 'pts/%d' % masters[0], server.pid
         s.pty_index = masters[0] if masters else None
+        s.identified_by = self.judge.identified.get(server.pid)
         self._gather(s, roots=[server], sids={server.sid} | ({s.child.pid} if s.child else set()))
         return s
 
@@ -351,19 +376,19 @@ class Discovery(object):
 
     def ssh_session(self, conn, uid):
         s = Session('ssh', uid, conn, self.snap)
-        for c in self.snap.descendants(conn.pid):
-            p = self.snap.get(c)
-            if p is not None and p.tty:
-                s.tty = p.tty
+        own = [p for p in (self.snap.get(c) for c in self.snap.descendants(conn.pid)) if p is not None and p.has_uid(uid)]
+        for p in own:
+            if p.tty:
+                s.set_tty(p)
                 break
         if s.tty is None:
             # No descendant holds a terminal (yet): the user's sshd names it, "sshd: bob@pts/3".
             for c in self.snap.children.get(conn.pid, ()):
                 m = _SSHD_TITLE.match(self.snap.get(c).argv0) if self.snap.get(c) else None
                 if m and m.group('tty') and m.group('tty') != 'notty':
-                    s.tty = m.group('tty')
-        sids = set(self.snap.get(c).sid for c in self.snap.descendants(conn.pid) if self.snap.get(c))
-        self._gather(s, roots=[conn], sids=sids)
+                    s.tty, s.tty_pid = m.group('tty'), c
+        # Only the user's own processes lend their session ids: a `sudo` pty or a root shell is not the login's.
+        self._gather(s, roots=[conn], sids=set(p.sid for p in own))
         return s
 
     # --- shared ---------------------------------------------------------------------------
@@ -381,28 +406,30 @@ class Discovery(object):
 
         for r in roots:
             take(r)
-            for c in self.snap.descendants(r.pid):
-                take(self.snap.get(c))
         for sid in sids:
             for p in self.snap.by('sid', sid):
                 take(p)
         if s.tty:
+            # The same pts number in another mount namespace is another devpts (a container's): not this one.
+            ns = self.snap.mount_ns(s.tty_pid) if s.tty_pid else None
             for p in self.snap.by('tty', s.tty):
-                take(p)
+                if ns is None or self.snap.mount_ns(p.pid) == ns:
+                    take(p)
         if s.audit_session is not None:
             for p in self.snap.by('audit_session', s.audit_session):
                 take(p)
-        if s.logind_session:
-            for p in self.snap.by('logind_session', s.logind_session):
+        if s.cgroup:
+            for p in self.snap.by('cgroup', s.cgroup):
                 take(p)
-        # Whatever descends from a member belongs to the session too (one walk over all of them: linear
-        # even for a chain thousands deep).
-        stack = list(picked)
+        # Whatever descends from the leader or from one of the user's own members belongs to the session too
+        # (one walk over all of them: linear even for a chain thousands deep). Another user's member lends no
+        # descendants: a root shell's children may be anyone's, a side sshd's children other users' logins.
+        stack = [pid for pid, p in picked.items() if p is s.leader or p.has_uid(s.uid)]
         while stack:
             for c in self.snap.children.get(stack.pop(), ()):
                 if c not in picked and c in self.snap.procs:
                     take(self.snap.get(c))
-                    if c in picked:
+                    if c in picked and self.snap.get(c).has_uid(s.uid):
                         stack.append(c)
         lead = [s.leader] if s.leader is not None and s.leader.pid in picked else []
         s.members = lead + sorted((p for p in picked.values() if p is not s.leader), key=lambda p: p.pid)

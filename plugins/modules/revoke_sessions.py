@@ -183,6 +183,10 @@ sessions:
       description: The session's terminal.
       type: str
       sample: pts/3
+    identified_by:
+      description: For mosh, how the server was recognised, V(signature), V(name), V(unreadable) or V(behaviour).
+      type: str
+      sample: signature
     started:
       description: Start time of the leader, ISO 8601 UTC.
       type: str

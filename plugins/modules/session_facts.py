@@ -103,6 +103,7 @@ ansible_facts:
           renamed: false
           copied: false
           exe_unreadable: false
+          identified_by: signature
           suspicious: false
           cmdline: mosh-server new -c 256 -s -l LANG=C.UTF-8
           started: "2026-11-28T04:31:07Z"
@@ -153,6 +154,14 @@ ansible_facts:
         exe_unreadable:
           description: The server's binary could not be read in time (a hung NFS or FUSE mount) (mosh only).
           type: bool
+        identified_by:
+          description:
+            - How the server was recognised (mosh only). Every process of a user that holds a UDP socket and a pty
+              master is a remote-terminal server.
+            - V(signature) (its binary is a mosh-server), V(name) (its binary could not be opened; its name says
+              C(mosh-server)), V(unreadable) (its binary did not answer), or V(behaviour) (another binary, such as
+              ld.so or a patched copy).
+          type: str
         suspicious:
           description: Any of C(renamed), C(copied), C(exe_deleted), C(exe_unreadable) (mosh only).
           type: bool

@@ -191,9 +191,10 @@ def test_zombies_are_never_in_the_kill_set(fakeproc):
         assert not any(plan.tied(p) for p in plan.snap if p.zombie)
 
 
-def test_image_decides_what_is_a_mosh_server(fakeproc):
+def test_a_server_is_found_by_what_it_holds_and_the_image_says_how(fakeproc):
     base_host(fakeproc)
-    # A renamed copy of mosh-server is one; a process holding the same kind of descriptors is not.
+    # A renamed copy of mosh-server is recognised by its signature; a process holding the same descriptors with
+    # another image (ld.so, a patched copy) is a remote-terminal server all the same, recognised by behaviour.
     renamed, _renamed_shell = fakeproc.mosh_login(USER, session=7, pty=4, tag='tied')
     renamed.comm, renamed.argv = 'sshd', ['sshd: bob@notty']
     with open(fakeproc.mosh_exe, 'rb') as f:
@@ -202,7 +203,9 @@ def test_image_decides_what_is_a_mosh_server(fakeproc):
     lookalike.exe = fakeproc.bash_exe
     fakeproc.build()
     disc = Discovery(fakeproc.snapshot(), uids=[USER], judge=fakeproc.judge())
-    assert [p.pid for p in disc.mosh_servers()] == [renamed.pid]
+    assert [p.pid for p in disc.mosh_servers()] == [renamed.pid, lookalike.pid]
+    how = dict((s.leader.pid, s.identified_by) for s in disc.sessions())
+    assert how == {renamed.pid: 'signature', lookalike.pid: 'behaviour'}
 
 
 def test_a_later_scan_ties_newcomers_by_the_plans_labels(fakeproc):
