@@ -15,6 +15,7 @@ session, cgroup, session id, pty masters) always come from ``/proc``.
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import struct
@@ -394,7 +395,7 @@ class Snapshot(object):
         for p in self.procs.values():
             self.children.setdefault(p.ppid, []).append(p.pid)
         self._sockets = {}
-        self._mntns = {}
+        self._ns_cache = {}
         self._index = None
 
     def _refresh(self, old):
@@ -440,14 +441,28 @@ class Snapshot(object):
                     idx.setdefault(getattr(p, k), []).append(p)
         return self._index[label].get(value, ())
 
+    def _ns(self, pid, kind):
+        key = (pid, kind)
+        if key not in self._ns_cache:
+            try:
+                self._ns_cache[key] = os.readlink(self.reader.path(pid, 'ns', kind))
+            except OSError:
+                self._ns_cache[key] = None
+        return self._ns_cache[key]
+
     def mount_ns(self, pid):
         """The mount namespace of ``pid`` (read on first use): which devpts its ``pts/N`` is."""
-        if pid not in self._mntns:
-            try:
-                self._mntns[pid] = os.readlink(self.reader.path(pid, 'ns', 'mnt'))
-            except OSError:
-                self._mntns[pid] = None
-        return self._mntns[pid]
+        return self._ns(pid, 'mnt')
+
+    def pid_ns(self, pid):
+        return self._ns(pid, 'pid')
+
+    def userns_owner(self, pid):
+        """UID that created the user namespace of ``pid`` (NS_GET_OWNER_UID), or None."""
+        key = (pid, 'owner')
+        if key not in self._ns_cache:
+            self._ns_cache[key] = _userns_owner(self.reader.path(pid, 'ns', 'user'))
+        return self._ns_cache[key]
 
     def descendants(self, pid):
         out, stack, seen = [], list(self.children.get(pid, ())), set([pid])
@@ -481,6 +496,23 @@ class Snapshot(object):
                 return {}
             self._sockets[key] = table
         return self._sockets[key]
+
+
+# ioctl(2) on a namespace file: _IO(0xb7, 0x4), the UID that owns a user namespace (Linux 4.11+).
+_NS_GET_OWNER_UID = 0xb704
+
+
+def _userns_owner(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return struct.unpack('I', fcntl.ioctl(fd, _NS_GET_OWNER_UID, b'\0' * 4))[0]
+    except OSError:
+        return None    # the initial user namespace has no owner
+    finally:
+        os.close(fd)
 
 
 def _hex_addr(text):

@@ -43,6 +43,12 @@ class Plan(object):
                 if other.members:
                     self.sessions.append(other)
         self.sessions.extend(self._started_by_users(disc))
+        if scope != 'all':
+            for uid in sorted(self.uids):
+                disc.unclaimed(uid)    # sets aside the users' processes in foreign namespaces, to report them
+        self.foreign = list(disc.foreign)
+        self._foreign_ids = set(p.identity() for p in self.foreign)
+        self._disc = disc
         self.spared, self.reported = [], []
         self.labels = {'sids': set(), 'audit': set(), 'logind': set()}
         self._member_of = {}
@@ -118,6 +124,8 @@ class Plan(object):
         if p.pid in self.exclude or p.pid == 1 or p.kernel_thread or p.zombie:
             return False
         if any(p.has_uid(u) for u in self.uids):
+            if p.identity() in self._foreign_ids or self._disc.is_foreign(p):
+                return False
             if self.scope == 'all':
                 return True
             return (p.audit_session in self.labels['audit'] or p.sid in self.labels['sids']
@@ -201,6 +209,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'spared': bounded([proc_entry(p, reason='runs this task (the Ansible connection or its ancestors)')
                            for p in plan.spared]),
         'other_uid_processes': bounded([proc_entry(p) for p in plan.reported]),
+        'foreign_processes': bounded([proc_entry(p, pid_namespace=snap.pid_ns(p.pid), cgroup=p.cgroup)
+                                      for p in plan.foreign]),
         'unreadable': judge.flagged(),
         'survivors': [],
         'notice_sent_to': [],
@@ -280,11 +290,12 @@ def _tied_in(snap, plan, uids, scope, kill_other_uids, exclude, judge):
 def _sweep_uids(plan):
     """Scope all: the kernel's kill(-1) as each user catches what forked past every scan.
 
-    Skipped for a user that owns part of this task's own chain (revoking the connecting user),
-    where the per-process kill and rescan loop has to do.
+    Skipped for a user that owns part of this task's own chain (revoking the connecting user), or whose UID
+    also runs in another PID namespace where it is not them (a root-started container): kill(-1) from here
+    reaches every namespace. The per-process kill and rescan loop has to do there.
     """
     spared_uids = set()
-    for p in plan.spared:
+    for p in plan.spared + plan.foreign:
         spared_uids.update(p.uids[:3])
     for uid in sorted(plan.uids - spared_uids):
         if uid != 0:

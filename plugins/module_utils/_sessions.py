@@ -305,9 +305,28 @@ class Discovery(object):
         self.exclude = set(exclude)
         self.judge = judge or ExeJudge()
         self.claimed = {}   # pid -> Session
+        self.foreign = []   # processes of the users in other PID namespaces that are not theirs
+        self._host_pidns = snap.pid_ns(1)
 
     def _wanted(self, proc):
-        return self.uids is None or proc.uid in self.uids or proc.euid in self.uids
+        if not (self.uids is None or proc.uid in self.uids or proc.euid in self.uids):
+            return False
+        return not self.is_foreign(proc)
+
+    def is_foreign(self, proc):
+        """A process of the user's UID in another PID namespace that nothing ties to the user.
+
+        A UID is not a person across namespaces: a root-started container may run its workload as UID 1000. Such
+        a process is the user's only when their login started it (loginuid), or it lives in a user namespace the
+        user created (a rootless container of theirs). The rest is someone else's, reported and left alone.
+        """
+        ns = self.snap.pid_ns(proc.pid)
+        if ns is None or self._host_pidns is None or ns == self._host_pidns:
+            return False
+        uid = proc.uid
+        if _label(proc.loginuid) == uid or self.snap.userns_owner(proc.pid) == uid:
+            return False
+        return True
 
     # --- mosh -----------------------------------------------------------------------------
     def is_mosh_server(self, proc):
@@ -450,9 +469,17 @@ class Discovery(object):
         return out
 
     def unclaimed(self, uid):
-        """Live processes of ``uid`` that belong to no discovered session."""
-        return [p for p in self.snap if p.has_uid(uid) and p.pid not in self.claimed
-                and p.pid not in self.exclude and not p.zombie and not p.kernel_thread]
+        """Live processes of ``uid`` that belong to no discovered session (foreign ones set aside)."""
+        out = []
+        for p in self.snap:
+            if (p.has_uid(uid) and p.pid not in self.claimed and p.pid not in self.exclude and not p.zombie
+                    and not p.kernel_thread):
+                if self.is_foreign(p):
+                    if p not in self.foreign:
+                        self.foreign.append(p)
+                else:
+                    out.append(p)
+        return out
 
     def other_session(self, uid):
         s = Session('other', uid, None, self.snap)

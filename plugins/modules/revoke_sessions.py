@@ -274,6 +274,18 @@ other_uid_processes:
   type: list
   elements: dict
   sample: [{pid: 5120, uid: 0, user: root, cmdline: "-bash"}]
+foreign_processes:
+  description:
+    - Up to 50 processes running under a revoked user's UID in another PID namespace that nothing ties to the user
+      (a root-started container whose workload runs as that UID), with their PID namespace and cgroup. They are
+      reported and left running; with them present the scope-all C(kill(-1)) sweep is skipped.
+    - A process in another PID namespace is the user's when their login started it (loginuid) or it runs in a user
+      namespace they created (their rootless container); those are ended like any other.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{pid: 7001, uid: 1001, user: bob, cmdline: "nginx: worker process", pid_namespace: "pid:[4026532710]",
+            cgroup: "/lxc.payload.web"}]
 notice_sent_to:
   description: Terminals the O(notice) was written to.
   returned: always
