@@ -80,18 +80,22 @@ def measure(uid):
     judge = _sessions.ExeJudge()
     exclude = _procfs.own_chain()
     out = {}
-    out['pgrep -u'], _ = _timed(lambda: subprocess.run(['pgrep', '-u', str(uid)], stdout=subprocess.DEVNULL))
-    out['stat every /proc/PID'], _ = _timed(lambda: [_count(-1)])
-    out['snapshot'], snap = _timed(lambda: _procfs.Snapshot(reader))
-    out['discovery+plan'], plan = _timed(lambda: _revoke.Plan(snap, [uid], 'all', False, exclude, judge))
+
+    def pgrep():
+        subprocess.run(['pgrep', '-u', str(uid)], stdout=subprocess.DEVNULL, check=False)
+
     def rescan():
         return _revoke._tied_in(_procfs.Snapshot(reader, previous=snap), plan, [uid], 'all', False, exclude, judge)
 
-    out['rescan (reusing)'], _ = _timed(rescan)
+    out['pgrep -u'] = _timed(pgrep)[0]
+    out['stat every /proc/PID'] = _timed(lambda: _count(-1))[0]
+    out['snapshot'], snap = _timed(lambda: _procfs.Snapshot(reader))
+    out['discovery+plan'], plan = _timed(lambda: _revoke.Plan(snap, [uid], 'all', False, exclude, judge))
+    out['rescan (reusing)'] = _timed(rescan)[0]
     procs = plan.procs
-    out['session_of every process'], _ = _timed(lambda: [plan.session_of(p) for p in procs])
+    out['session_of every process'] = _timed(lambda: [plan.session_of(p) for p in procs])[0]
     engine = _terminate.Engine(0, lambda: [], watchdog=False, chase=0)
-    out['engine kill'], _ = _timed(lambda: engine.run(procs))
+    out['engine kill'] = _timed(lambda: engine.run(procs))[0]
     out['_planned'] = len(procs)
     out['_survivors'] = len(engine.survivors)
     return out

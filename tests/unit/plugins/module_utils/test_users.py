@@ -60,7 +60,12 @@ def test_names_the_directory_resolves_are_taken_as_spelled(monkeypatch):
     import pwd
     long_name = 'Bob.Smith.With.A.Very.Long.Name@corp.example'
     ent = pwd.struct_passwd((long_name, 'x', 4000001, 4000001, '', '/home/b', '/bin/sh'))
-    monkeypatch.setattr(pwd, 'getpwnam', lambda n: ent if n == long_name else (_ for _ in ()).throw(KeyError(n)))
+    def getpwnam(name):
+        if name != long_name:
+            raise KeyError(name)
+        return ent
+
+    monkeypatch.setattr(pwd, 'getpwnam', getpwnam)
     targets, absent = resolve([long_name])
     assert [(t.uid, t.name) for t in targets] == [(4000001, long_name)] and absent == []
     with pytest.raises(UserError) as e:
