@@ -21,7 +21,7 @@ import select
 import signal
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, UNSET_ID, pid_path
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, UNSET_ID, open_fds, pid_path
 
 MOSH_NAME = 'mosh-server'
 # Every mosh-server build prints this line; copies, renames and private builds keep it.
@@ -74,7 +74,7 @@ def _close_fds_except(keep):
     for fd in (0, 1, 2):
         os.dup2(null, fd)
     try:
-        fds = [int(name) for name in os.listdir('/proc/self/fd')]
+        fds = open_fds()
     except OSError:
         fds = list(range(3, 65536))
     for fd in fds:
