@@ -104,3 +104,30 @@ class Target(object):
             result['_rc'] = proc.returncode
             result['_stdout'] = proc.stdout
             return result
+
+    def playbook(self, tasks, env=None, timeout=300):
+        """Run ``tasks`` as one play with the default stdout callback (what an operator's terminal shows).
+
+        ``env`` adds to the environment (e.g. ``ANSIBLE_CALLBACK_RESULT_FORMAT=yaml``). Returns the
+        ``subprocess.CompletedProcess`` with ``stdout`` and ``stderr`` as raw bytes, so a test can check
+        every byte ansible-playbook printed.
+        """
+        with tempfile.TemporaryDirectory(prefix='sg-play-') as tmp:
+            play = [{'name': 'Playbook', 'hosts': 'all', 'gather_facts': False, 'environment': self.env,
+                     'tasks': tasks}]
+            book = Path(tmp) / 'play.yml'
+            book.write_text(json.dumps(play))
+            full = dict(os.environ)
+            full.pop('ANSIBLE_STDOUT_CALLBACK', None)
+            full.update({
+                'ANSIBLE_COLLECTIONS_PATH': collections_path(),
+                'ANSIBLE_NOCOLOR': '1',
+                'ANSIBLE_HOST_KEY_CHECKING': 'False',
+                'ANSIBLE_LOCALHOST_WARNING': 'False',
+                'ANSIBLE_RETRY_FILES_ENABLED': 'False',
+            })
+            full.update(env or {})
+            return subprocess.run(
+                [_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(book),
+                 '-e', 'ansible_python_interpreter=%s' % self.python],
+                env=full, capture_output=True, timeout=timeout, cwd=tmp, check=False)
