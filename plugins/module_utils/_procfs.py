@@ -62,6 +62,14 @@ def open_fds():
     return [int(name) for name in os.listdir(pid_path('self', 'fd'))]
 
 
+def last_pid(root=PROC):
+    """The PID the kernel handed out last in this PID namespace, or None."""
+    try:
+        return int(_read(os.path.join(root, 'sys', 'kernel', 'ns_last_pid')))
+    except (OSError, ValueError):
+        return None
+
+
 def boot_time(root=PROC):
     for line in _read(os.path.join(root, 'stat')).decode('ascii', 'replace').splitlines():
         if line.startswith('btime '):

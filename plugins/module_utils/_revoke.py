@@ -14,7 +14,8 @@ import os
 import re
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain, pid_path
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import (
+    PROC, ProcfsReader, Snapshot, make_reader, own_chain, pid_path)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
     Clock, bounded, client_address, proc_entry, session_entries, session_entry)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, Session, is_sshd_connection
@@ -237,8 +238,17 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     def verify():
         return _tied_in(Snapshot(reader), plan, uids, scope, kill_other_uids, exclude, judge)
 
+    probe_reader = ProcfsReader(root)
+
+    def probe(pid):
+        # One PID read straight from /proc (psutil is slower per process): for the fork-hopper catcher.
+        if pid in exclude:
+            return None
+        p = probe_reader.read(pid)
+        return p if p is not None and plan.tied(p) else None
+
     message = Notice(notice) if notice else None
-    engine = Engine(grace_period, rescan, verify=verify, root=root, **(engine_options or {}))
+    engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, **(engine_options or {}))
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,

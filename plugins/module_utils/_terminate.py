@@ -22,7 +22,7 @@ import signal
 import time
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._freeze import Watchdog, make_freezer
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, read_start_ticks, read_state
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, last_pid, read_start_ticks, read_state
 
 SIGNAL_NAMES = {signal.SIGTERM: 'SIGTERM', signal.SIGKILL: 'SIGKILL', signal.SIGHUP: 'SIGHUP'}
 _POLL = 0.02
@@ -33,6 +33,8 @@ _FD_RESERVE = 128
 CHASE_SECONDS = 10.0
 # Signals that end the module: caught so the job is finished (kill what was planned, thaw the rest).
 _FATAL = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+# How many of the most recently allocated PIDs each round of the fork-hopper catcher probes.
+_NEWEST = 8
 
 
 def _pidfd_supported():
@@ -222,10 +224,11 @@ class Engine(object):
     """
 
     def __init__(self, grace_period, rescan, verify=None, root=PROC, prefer_cgroup=True, chase=CHASE_SECONDS,
-                 watchdog=True):
+                 watchdog=True, probe=None):
         _raise_fd_limit()
         self.grace = grace_period
         self.rescan = rescan
+        self.probe = probe  # pid -> Proc when that PID is tied to the revocation, else None
         self.verify = verify or rescan
         self.root = root
         self.chase = chase
@@ -261,6 +264,31 @@ class Engine(object):
             self.freezer.freeze(h, h.group)
             new.append(h)
         return new
+
+    def _catch_newest(self, quiet=0.1, limit=2.0):
+        """Catch fork-hoppers: a process that forks and exits in a loop lives well under a millisecond per PID,
+        so a full scan never sees it alive; its current incarnation is almost always among the last PIDs the
+        kernel handed out. Probe those until no new tied process has shown for ``quiet`` seconds (at most
+        ``limit``). Returns (handles adopted, Procs of the new tied processes seen): adopted means frozen on
+        arrival, and once one incarnation is in a frozen group every child it forks is born there.
+        """
+        caught, seen = [], []
+        if self.probe is None:
+            return caught, seen
+        end = time.monotonic() + limit
+        calm = time.monotonic() + quiet
+        while time.monotonic() < min(end, calm):
+            last = last_pid(self.root)
+            if last is None:
+                break
+            for pid in range(last, max(last - _NEWEST, 1), -1):
+                p = self.probe(pid)
+                if p is not None and p.identity() not in self.handles:
+                    calm = time.monotonic() + quiet
+                    seen.append(p)
+                    caught += self._adopt([p])
+                    break
+        return caught, seen
 
     def _live(self, group=None):
         return [h for h in self.handles.values() if not h.gone and (group is None or h.group == group)]
@@ -299,7 +327,8 @@ class Engine(object):
             # Catch what forked between the snapshot and the freeze; each new process is frozen on sight.
             self.stage = 'catch-up'
             deadline = time.monotonic() + self.chase
-            while time.monotonic() < deadline and self._adopt(self.rescan(), graceful):
+            while time.monotonic() < deadline and (self._adopt(self.rescan(), graceful)
+                                                   or self._catch_newest()[1]):
                 pass
             self.freezer.settle()
 
@@ -328,15 +357,24 @@ class Engine(object):
             deadline = time.monotonic() + self.chase
             while time.monotonic() < deadline:
                 late = self._adopt(self.rescan())
+                caught, seen = self._catch_newest()
+                late += caught
                 stubborn = [h for h in self._live() if h.alive()]
-                if not late and not stubborn:
+                if not late and not stubborn and not seen:
                     break
                 self._kill_group('kill')
                 self._kill_group('grace')
                 wait_gone(stubborn + late, 0.2)
 
             self.stage = 'verify'
+            caught, seen = self._catch_newest(quiet=0.3)
+            if caught:
+                self._kill_group('kill')
+                wait_gone(caught, 1.0)
             alive = dict((p.identity(), p) for p in self.verify())
+            if seen and not caught:
+                # A tied process still forks: the last incarnation seen stands for its line.
+                alive[seen[-1].identity()] = seen[-1]
             for h in self.handles.values():
                 if h.alive():
                     alive[h.proc.identity()] = h.proc
