@@ -63,8 +63,12 @@ class Target(object):
     def __repr__(self):
         return 'Target(%s)' % self.name
 
-    def run(self, module, args=None, check=False, timeout=300):
-        """Run ``sessionguard.mosh.<module>`` once; returns the result dict (``failed`` set on failure)."""
+    def run(self, module, args=None, check=False, timeout=300, nofile=None):
+        """Run ``sessionguard.mosh.<module>`` once; returns the result dict (``failed`` set on failure).
+
+        ``nofile``: run ansible-playbook under ``prlimit --nofile=N:N``, so the module process inherits
+        soft and hard RLIMIT_NOFILE ``N`` (ansible-core leaves the limit alone by default).
+        """
         with tempfile.TemporaryDirectory(prefix='sg-run-') as tmp:
             play = [{
                 'name': 'Run %s' % module,
@@ -91,9 +95,10 @@ class Target(object):
                 'ANSIBLE_LOCALHOST_WARNING': 'False',
                 'ANSIBLE_RETRY_FILES_ENABLED': 'False',
             })
+            limit = ['prlimit', '--nofile=%d:%d' % (nofile, nofile), '--'] if nofile else []
             proc = subprocess.run(
-                [_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(book),
-                 '-e', 'ansible_python_interpreter=%s' % self.python],
+                limit + [_bin('ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(book),
+                         '-e', 'ansible_python_interpreter=%s' % self.python],
                 env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp, check=False)
             out = tree / 'localhost'
             if not out.exists():
