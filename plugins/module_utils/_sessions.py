@@ -306,7 +306,9 @@ class Discovery(object):
         self.judge = judge or ExeJudge()
         self.claimed = {}   # pid -> Session
         self.foreign = []   # processes of the users in other PID namespaces that are not theirs
-        self._host_pidns = snap.pid_ns(1)
+        # PID 1's namespace is the host's. Where root may not read PID 1's namespaces (a sandbox's init), this
+        # task's own stands in: it runs in the PID namespace whose processes it reads.
+        self._host_pidns = snap.pid_ns(1) or snap.pid_ns('self')
 
     def _wanted(self, proc):
         if not (self.uids is None or proc.uid in self.uids or proc.euid in self.uids):
