@@ -216,15 +216,21 @@ class CgroupFreezer(object):
                                    str(h.pid))
                         except OSError:
                             pass
-        self._rmdirs()
+        self._rmdirs(wait=_SETTLE)
         return thawed
 
-    def _rmdirs(self):
+    def _rmdirs(self, wait=0.0):
+        """Remove the groups; killed members may take a moment to leave (EBUSY), so retry for ``wait`` seconds."""
+        deadline = time.monotonic() + wait
         for p in self.paths():
-            try:
-                os.rmdir(p)
-            except OSError:
-                pass
+            while True:
+                try:
+                    os.rmdir(p)
+                except OSError as e:
+                    if e.errno == errno.EBUSY and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                        continue
+                break
 
 
 def make_freezer(root=PROC, prefer_cgroup=True):

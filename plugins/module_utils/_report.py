@@ -11,22 +11,26 @@ Do not use this from other collections or standalone plugins/modules!
 from __future__ import annotations
 
 import datetime
+import json
 import time
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import CLK_TCK, PROC, boot_time
+from ansible_collections.sessionguard.mosh.plugins.module_utils._text import cut
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import name_of
 
 # Results travel as AWX job events and a user chooses how many processes they run: every list in a result
 # is bounded, with counts that still account for every process. Worst case: SESSIONS_LISTED sessions of
-# PROCESSES_LISTED entries of a CMDLINE_MAX command line each, well under 100 KB.
+# PROCESSES_LISTED entries of a CMDLINE_MAX command line each, and SESSIONS_BUDGET bytes at most in all; each other
+# list LIST_MAX entries. Sizes are JSON bytes, not characters: an emoji is 12 bytes once Ansible escapes it.
 CMDLINE_MAX = 160
 PROCESSES_LISTED = 10
 SESSIONS_LISTED = 30
-LIST_MAX = 50
+SESSIONS_BUDGET = 64000
+LIST_MAX = 20
 
 
 def short(text, limit=CMDLINE_MAX):
-    return text if len(text) <= limit else text[:limit - 3] + '...'
+    return cut(text, limit)
 
 
 class Clock(object):
@@ -129,5 +133,14 @@ def session_entries(entries):
         totals['processes'] += e['process_count']
         for name, n in e['signals'].items():
             totals['signals'][name] = totals['signals'].get(name, 0) + n
-    return {'sessions': entries[:SESSIONS_LISTED], 'sessions_truncated': len(entries) > SESSIONS_LISTED,
-            'totals': totals}
+    listed = entries[:SESSIONS_LISTED]
+    # Long user names and escaped command lines can still add up: list fewer processes per session until the
+    # sessions fit the budget (the counts are untouched).
+    keep = PROCESSES_LISTED
+    while keep > 1 and len(json.dumps(listed)) > SESSIONS_BUDGET:
+        keep //= 2
+        for e in listed:
+            if len(e['processes']) > keep:
+                e['processes'] = e['processes'][:keep]
+                e['processes_truncated'] = True
+    return {'sessions': listed, 'sessions_truncated': len(entries) > SESSIONS_LISTED, 'totals': totals}

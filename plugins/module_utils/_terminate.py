@@ -398,7 +398,10 @@ class Engine(object):
                     self._kill_group(g)
                 except Exception as e:  # noqa: B902 - keep going; report it
                     self.errors.append('abort: killing the %s group: %s' % (g, e))
-            wait_gone(self._live(), 2.0)
+            try:
+                wait_gone(self._live(), 2.0)
+            except Exception as e:  # noqa: B902 - the report below must still be made
+                self.errors.append('abort: waiting for the killed processes: %s' % e)
         killed = [h for h in self.handles.values() if h.signals and h.signals[-1] == signal.SIGKILL and not h.alive()]
         self.aborted = {'stage': stage, 'error': '%s: %s' % (type(error).__name__, error),
                         'killed': sorted(h.pid for h in killed), 'thawed': []}

@@ -16,21 +16,18 @@ terminal, YAML callback or browser acts on the raw character.
 
 from __future__ import annotations
 
-import re
-
 # C0 controls, DEL, C1 controls; bidi embeddings/overrides/isolates, LRM/RLM/ALM, zero-width and line/paragraph
 # separators, and the byte order mark: every character that changes how the text around it is shown.
-_UNSAFE = re.compile('[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]')
-
-
-def _escape_char(m):
-    c = ord(m.group(0))
-    return '\\x%02x' % c if c < 0x100 else '\\u%04x' % c
+_UNSAFE_CODES = (list(range(0x00, 0x20)) + list(range(0x7f, 0xa0)) + [0x061c] + list(range(0x200b, 0x2010))
+                 + list(range(0x2028, 0x202f)) + list(range(0x2060, 0x206a)) + [0xfeff])
+# One table for str.translate: a user can hand over megabytes of control characters, and a per-match callback
+# would spend seconds on them.
+_ESCAPES = dict((c, '\\x%02x' % c if c < 0x100 else '\\u%04x' % c) for c in _UNSAFE_CODES)
 
 
 def escape(text):
     """``text`` with every control and bidi character written as a visible escape (``\\x1b``, ``\\u202e``)."""
-    return _UNSAFE.sub(_escape_char, text)
+    return text.translate(_ESCAPES)
 
 
 def decode(raw):
@@ -39,3 +36,25 @@ def decode(raw):
         # A str from an os call carries undecodable bytes as lone surrogates, which JSON cannot hold.
         raw = raw.encode('utf-8', 'surrogateescape')
     return escape(raw.decode('utf-8', 'backslashreplace'))
+
+
+def json_size(text):
+    """Bytes ``text`` takes in JSON as Ansible writes it (ASCII only: every other character is a \\u escape)."""
+    n = 0
+    for c in text:
+        o = ord(c)
+        n += 1 if o < 0x80 and c not in '"\\' else 2 if o < 0x80 else 6 if o < 0x10000 else 12
+    return n
+
+
+def cut(text, limit):
+    """``text`` cut to at most ``limit`` JSON bytes, marked with ``...`` when cut."""
+    if len(text) * 12 <= limit or json_size(text) <= limit:
+        return text
+    n, out = 3, []
+    for c in text:
+        n += json_size(c)
+        if n > limit:
+            break
+        out.append(c)
+    return ''.join(out) + '...'

@@ -223,7 +223,7 @@ totals:
   type: dict
   sample: {sessions: 1, processes: 2, signals: {SIGTERM: 1, SIGKILL: 1}}
 survivors:
-  description: Up to 50 processes still tied to the revocation in the last scan. Empty on success; the module fails otherwise.
+  description: Up to 20 processes still tied to the revocation in the last scan. Empty on success; the module fails otherwise.
   returned: always
   type: list
   elements: dict
@@ -237,7 +237,7 @@ aborted:
   description:
     - Present when the run failed after the freeze (an error, or a signal to the module). The job was finished
       anyway - everything planned to end was killed and nothing was left stopped - and the task fails.
-    - V(stage) is where it failed, V(error) the error; V(killed) and V(thawed) list up to 50 PIDs each, and
+    - V(stage) is where it failed, V(error) the error; V(killed) and V(thawed) list up to 20 PIDs each, and
       V(killed_count) and V(thawed_count) count them all.
   returned: on failure after the freeze
   type: dict
@@ -276,7 +276,7 @@ other_uid_processes:
   sample: [{pid: 5120, uid: 0, user: root, cmdline: "-bash"}]
 foreign_processes:
   description:
-    - Up to 50 processes running under a revoked user's UID in another PID namespace that nothing ties to the user
+    - Up to 20 processes running under a revoked user's UID in another PID namespace that nothing ties to the user
       (a root-started container whose workload runs as that UID), with their PID namespace and cgroup. They are
       reported and left running; with them present the scope-all C(kill(-1)) sweep is skipped.
     - A process in another PID namespace is the user's when their login started it (loginuid) or it runs in a user
