@@ -250,8 +250,9 @@ def assert_counts_add_up(result, expected, signals_as_planned=True):
     signals = {}
     for s in sessions:
         assert sum(s['signals'].values()) == s['process_count'], s
-        assert len(s['processes']) == min(10, s['process_count']), s
-        assert s['processes_truncated'] is (s['process_count'] > 10), s
+        # At most 10 listed; fewer only when the byte budget trimmed the lists, and then it says so.
+        assert 1 <= len(s['processes']) <= min(10, s['process_count']), s
+        assert s['processes_truncated'] is (len(s['processes']) < s['process_count']), s
         for name, n in s['signals'].items():
             signals[name] = signals.get(name, 0) + n
     assert totals['signals'] == signals
