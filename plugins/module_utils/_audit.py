@@ -18,6 +18,8 @@ from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import Mos
 
 # Bounded lists keep facts small enough for AWX job events.
 PROCESS_LIST_MAX = 20
+SSH_CONNECTION_NOTE = ('SSH_CONNECTION in the server\'s environment at launch; the user can set it, so it is a '
+                       'hint, not proof')
 CLIENT_IP_NOTE = 'written to utmp by mosh-server; the user can influence it, so it is a hint, not proof'
 
 
@@ -84,9 +86,10 @@ def mosh_entry(session, snap, judge, utmp, clock):
     local = next((udp[i][0] for i in sorted(server.fds.sockets) if i in udp), (None, None))
     entry['bind_address'], entry['udp_port'] = local
     entry['state'], entry['detached_seconds'], entry['state_source'] = mosh_state(session, judge, utmp, clock.now)
-    entry['client_ip'], entry['client_ip_source'] = utmp.last_client(server.pid)
+    entry['client_ip'], entry['client_ip_source'] = utmp.last_client(server.pid, user_of(server.uid))
     entry['client_ip_note'] = CLIENT_IP_NOTE if entry['client_ip'] else None
     entry['ssh_connection'] = ssh_origin(server.pid, snap.root)
+    entry['ssh_connection_note'] = SSH_CONNECTION_NOTE if entry['ssh_connection'] else None
     return entry
 
 

@@ -85,7 +85,7 @@ def tcp_peer(snap, proc):
 def client_address(session, snap, utmp):
     """(address, source) of the session's client: mosh from utmp (a hint), ssh from its socket."""
     if session.kind == 'mosh':
-        return utmp.last_client(session.leader.pid)
+        return utmp.last_client(session.leader.pid, user_of(session.leader.uid))
     if session.kind == 'ssh':
         ip, _port = tcp_peer(snap, session.leader)
         return ip, ('socket' if ip else None)

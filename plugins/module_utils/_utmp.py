@@ -40,11 +40,16 @@ class Record(object):
         self.type, self.pid, self.line, self.user, self.host, self.time = type, pid, line, user, host, time
 
     def mosh(self):
-        """(client ip or None, mosh-server pid) when this is a mosh record, else None."""
+        """(client ip or None, mosh-server pid) when this is a mosh record, else None.
+
+        The host text is whatever its writer chose, so it is believed only when the PID it names is the record's
+        own ``ut_pid``, which the setgid utempter helper sets to its caller: a user can write a record for their
+        own server, never one that names somebody else's.
+        """
         m = _MOSH_HOST.match(self.host)
-        if not m:
+        if not m or int(m.group('pid')) != self.pid:
             return None
-        return m.group('ip'), int(m.group('pid'))
+        return m.group('ip'), self.pid
 
 
 def _cstr(raw):
@@ -76,6 +81,10 @@ def read_file(path, tail=None):
         return parse(f.read())
 
 
+def _same_user(rec, user):
+    return user is None or rec.user == user.encode('utf-8', 'replace')[:32].decode('utf-8', 'ignore')
+
+
 class MoshUtmp(object):
     """What utmp and wtmp say about mosh-server PIDs; empty where the files do not exist."""
 
@@ -103,13 +112,17 @@ class MoshUtmp(object):
             self.errors.append('%s: %s' % (path, e))
             return []
 
-    def last_client(self, pid):
-        """(ip, source) of the newest client address recorded for this server, or (None, None)."""
+    def last_client(self, pid, user=None):
+        """(ip, source) of the newest client address recorded for this server, or (None, None).
+
+        ``user``: the server's user; a record of another user (left behind by a process whose PID the server now
+        has) is not the server's. utmp holds 32 bytes of a name, so long names are compared by that prefix.
+        """
         rec = self.live.get(pid)
-        if rec is not None and rec.mosh()[0]:
+        if rec is not None and rec.mosh()[0] and _same_user(rec, user):
             return rec.mosh()[0], 'utmp'
         for rec in reversed(self.history.get(pid, [])):
-            if rec.mosh()[0]:
+            if rec.mosh()[0] and _same_user(rec, user):
                 return rec.mosh()[0], 'wtmp'
         return None, None
 

@@ -204,8 +204,13 @@ ansible_facts:
           description: Client TCP port (SSH only).
           type: int
         ssh_connection:
-          description: The SSH connection the server was launched from (C(SSH_CONNECTION) at launch; mosh only).
+          description:
+            - The SSH connection the server was launched from (C(SSH_CONNECTION) at launch; mosh only).
+            - The user can set that variable; it is a hint, see RV(ansible_facts.sessionguard_sessions[].ssh_connection_note).
           type: dict
+        ssh_connection_note:
+          description: Why RV(ansible_facts.sessionguard_sessions[].ssh_connection) is only a hint (mosh only).
+          type: str
         audit_session:
           description: Kernel audit session id of the login, or null where unset.
           type: int

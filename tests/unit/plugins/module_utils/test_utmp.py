@@ -41,3 +41,27 @@ def test_never_connected_server_is_not_detached(tmp_path):
     utmp = tmp_path / 'utmp'
     utmp.write_bytes(record(7, 9, 'mosh [9]', 50))
     assert _utmp.MoshUtmp(str(utmp), str(tmp_path / 'missing')).attachment(9, now=200) == (None, None)
+
+
+def test_a_record_naming_another_servers_pid_is_not_believed(tmp_path):
+    """bob's utempter call writes ut_pid = his own process; host text naming alice's server 7 is ignored."""
+    utmp = tmp_path / 'utmp'
+    utmp.write_bytes(record(7, 7, '198.51.100.2 via mosh [7]', 50, user='alice')
+                     + record(7, 4242, '203.0.113.66 via mosh [7]', 60, user='bob'))
+    m = _utmp.MoshUtmp(str(utmp), str(tmp_path / 'missing'))
+    assert m.last_client(7, 'alice') == ('198.51.100.2', 'utmp')
+
+
+def test_a_stale_record_of_another_user_under_a_reused_pid_is_not_the_servers(tmp_path):
+    utmp = tmp_path / 'utmp'
+    utmp.write_bytes(record(7, 7, '203.0.113.66 via mosh [7]', 50, user='bob'))
+    m = _utmp.MoshUtmp(str(utmp), str(tmp_path / 'missing'))
+    assert m.last_client(7, 'alice') == (None, None)
+    assert m.last_client(7, 'bob') == ('203.0.113.66', 'utmp')
+
+
+def test_long_names_match_by_the_32_bytes_utmp_keeps(tmp_path):
+    name = 'Bob.Smith.With.A.Long.Name@corp.example'
+    utmp = tmp_path / 'utmp'
+    utmp.write_bytes(record(7, 7, '198.51.100.2 via mosh [7]', 50, user=name[:32]))
+    assert _utmp.MoshUtmp(str(utmp), str(tmp_path / 'missing')).last_client(7, name) == ('198.51.100.2', 'utmp')
