@@ -11,7 +11,7 @@ Do not use this from other collections or standalone plugins/modules!
 from __future__ import annotations
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import PROC, Snapshot, make_reader, own_chain, read_environ_var
-from ansible_collections.sessionguard.mosh.plugins.module_utils._report import Clock, proc_entry, tcp_peer, user_of
+from ansible_collections.sessionguard.mosh.plugins.module_utils._report import Clock, nameless_uids, proc_entry, tcp_peer, user_of
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import OVERFLOW_UIDS, uid_min
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
@@ -122,6 +122,7 @@ def audit(uids=None, include_ssh=False, prefer_psutil=True, root=PROC):
         'utmp': utmp.utmp_path,
         'utmp_errors': utmp.errors,
         'unreadable': judge.flagged(),
+        'nameless_uids': nameless_uids(snap),
     }
 
 

@@ -60,6 +60,15 @@ def user_of(uid):
     return _NAMES[uid]
 
 
+def nameless_uids(snap):
+    """[{uid, count}] of the UIDs running processes with no account (``userdel -f`` while they ran)."""
+    counts = {}
+    for p in snap.procs.values():
+        if not p.zombie and not p.kernel_thread:
+            counts[p.uid] = counts.get(p.uid, 0) + 1
+    return bounded([{'uid': uid, 'count': n} for uid, n in sorted(counts.items()) if user_of(uid) is None])
+
+
 def bounded(items, limit=LIST_MAX):
     """The first ``limit`` items; the full count is reported next to the list by the caller."""
     return list(items[:limit])

@@ -17,7 +17,7 @@ import time
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import (
     PROC, ProcfsReader, Snapshot, make_reader, own_chain, pid_path)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
-    Clock, bounded, client_address, proc_entry, session_entries, session_entry)
+    Clock, bounded, client_address, nameless_uids, proc_entry, session_entries, session_entry)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, Session, is_sshd_connection
 from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
@@ -216,6 +216,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'survivors': [],
         'notice_sent_to': [],
     }
+    result['nameless_uids'] = nameless_uids(snap)
     seen = set(p.uid for p in snap if p.uid in plan.uids) | set(p.euid for p in snap if p.euid in plan.uids)
     seen |= set(s.uid for s in plan.sessions)
     for t in targets:

@@ -286,6 +286,14 @@ foreign_processes:
   elements: dict
   sample: [{pid: 7001, uid: 1001, user: bob, cmdline: "nginx: worker process", pid_namespace: "pid:[4026532710]",
             cgroup: "/lxc.payload.web"}]
+nameless_uids:
+  description:
+    - UIDs with no account on the host that still run processes, with a count (up to 20). A user removed with
+      C(userdel -f) shows up here; revoke such a user by its numeric UID.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{uid: 1042, count: 3}]
 notice_sent_to:
   description: Terminals the O(notice) was written to.
   returned: always

@@ -227,6 +227,12 @@ ansible_facts:
         processes_truncated:
           description: More processes were tied than listed.
           type: bool
+    sessionguard_nameless_uids:
+      description: UIDs with no account that still run processes (a user removed with C(userdel -f)), with a count.
+      returned: always
+      type: list
+      elements: dict
+      sample: [{uid: 1042, count: 3}]
     sessionguard_orphans:
       description: Per user, live processes tied to no live login.
       returned: always
@@ -271,6 +277,7 @@ def main():
     module.exit_json(changed=False, ansible_facts={
         'sessionguard_sessions': found['sessions'],
         'sessionguard_orphans': found['orphans'],
+        'sessionguard_nameless_uids': found['nameless_uids'],
     })
 
 
