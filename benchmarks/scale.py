@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """How discovery, planning, rescans and the kill scale with the number of processes (run as root).
 
 Usage:  ANSIBLE_COLLECTIONS_PATH=$(bash tests/tools/collection-path.sh) .venv/bin/python benchmarks/scale.py [--small]

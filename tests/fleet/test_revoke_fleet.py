@@ -221,3 +221,29 @@ def test_session_facts_across_the_fleet(fleet, fleet_user_factory, fleet_mosh_fa
             assert any(p['pid'] == logins[host.name].shell.pid for p in ssh[0]['processes'])
         else:
             assert ssh == []
+
+
+def test_a_user_deleted_everywhere_is_not_confirmed_until_revoked_by_uid(fleet, fleet_user_factory,
+                                                                         fleet_mosh_factory, fleet_bystander_factory):
+    """``userdel -f bob`` with his session running: revoking "bob" finds no one, and the run must not look
+    like success. The summary names the nameless UID; a rerun with that UID revokes it (scope: mosh)."""
+    host = fleet.hosts[0]
+    user = fleet_user_factory(hosts=[host])
+    session, procs = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))[host.name]
+    bystander = fleet_bystander_factory(host)
+    user.on(host).drop_account()
+
+    by_name = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'sessionguard_hosts': host.name})
+
+    assert by_name.rc != 0, by_name.describe()
+    assert 'not found: %s' % user.name in by_name.stdout and str(user.uid) in by_name.stdout, by_name.describe()
+    assert 'NOT CONFIRMED - %s was not found on any host' % user.name in by_name.stdout, by_name.describe()
+    assert all(p.alive() for p in procs) and session.client_running()
+
+    by_uid = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.uid], 'sessionguard_hosts': host.name})
+
+    assert by_uid.rc == 0, by_uid.describe()
+    assert session.wait_client_exit() == 0
+    assert not any(p.alive() for p in procs)
+    assert procfs.pids_of_uid(user.uid, proc_root=host.proc_root) == []
+    bystander.assert_untouched()

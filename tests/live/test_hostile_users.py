@@ -249,8 +249,8 @@ def test_the_session_is_frozen_before_the_notice_is_shown(target, user_factory, 
     assert beat_at > started, 'the heartbeat had stopped before the revocation began'
     assert beat_at < seen_at, (
         'the session still ran %.3f s after its notice was on the screen (last heartbeat %.3f, notice seen %.3f, '
-        'last screen without it %s, freezer %s)' % (beat_at - seen_at, beat_at, seen_at, last_miss,
-                                                     result.get('freezer')))
+        'last screen without it %s, freezer %s)'
+        % (beat_at - seen_at, beat_at, seen_at, last_miss, result.get('freezer')))
     assert session.wait_client_exit() == 0
     assert MOSH_EXITING in session.screen(history=True)
     assert not beater.alive() and user.processes() == []

@@ -427,7 +427,6 @@ def test_scope_all_ends_5000_processes_on_a_10000_process_machine(target, nofile
     module_bystander.assert_untouched()
 
 
-
 def test_terminate_gracefully_waits_on_more_than_1024_pidfds(default_target, user_factory, mosh_session_factory,
                                                              module_bystander):
     """terminate_gracefully: every process gets SIGTERM and the grace period. 1,100 jobs that ignore SIGTERM keep
@@ -455,6 +454,7 @@ def test_terminate_gracefully_waits_on_more_than_1024_pidfds(default_target, use
     signals = assert_counts_add_up(result, len(before), signals_as_planned=False)
     assert set(signals) <= {'SIGTERM', 'SIGKILL'} and signals['SIGKILL'] >= NOHUP_JOBS, signals
     module_bystander.assert_untouched()
+
 
 def test_result_stays_under_100_kb_with_the_widest_command_lines(default_target, user_factory, ssh_clients, sshd,
                                                                  module_bystander):

@@ -60,6 +60,7 @@ def test_names_the_directory_resolves_are_taken_as_spelled(monkeypatch):
     import pwd
     long_name = 'Bob.Smith.With.A.Very.Long.Name@corp.example'
     ent = pwd.struct_passwd((long_name, 'x', 4000001, 4000001, '', '/home/b', '/bin/sh'))
+
     def getpwnam(name):
         if name != long_name:
             raise KeyError(name)
