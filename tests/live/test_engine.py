@@ -107,7 +107,11 @@ def test_the_graceful_processes_get_sigterm_the_rest_sigkill_while_frozen():
 
     def notify():
         # Only the graceful process runs while the notice is shown; the rest stays frozen.
-        seen_during_notice.update((c.pid, _procfs.read_state(c.pid)) for c in victims)
+        for group in ('grace', 'kill'):
+            with open(engine.freezer.path(group, 'cgroup.events')) as f:
+                seen_during_notice[group] = 'frozen 1' in f.read()
+            with open(engine.freezer.path(group, 'cgroup.procs')) as f:
+                seen_during_notice[group + ' pids'] = sorted(int(x) for x in f.read().split())
 
     engine = _terminate.Engine(2, lambda: [], watchdog=False)
     handles = engine.run(procs, graceful=set([procs[0].identity()]), notify=notify)
@@ -117,7 +121,8 @@ def test_the_graceful_processes_get_sigterm_the_rest_sigkill_while_frozen():
     assert by_pid[victims[0].pid] == 'SIGTERM'
     assert set(by_pid[c.pid] for c in victims[1:]) == {'SIGKILL'}
     assert reap(victims) == [-signal.SIGTERM] + [-signal.SIGKILL] * 3
-    assert seen_during_notice[victims[0].pid] == 'S'
+    assert seen_during_notice == {'grace': False, 'grace pids': [victims[0].pid],
+                                  'kill': True, 'kill pids': sorted(c.pid for c in victims[1:])}
 
 
 MODULE = textwrap.dedent('''
