@@ -141,7 +141,7 @@ def test_lock_and_expiry_stay_on_their_host(fleet, fleet_user_factory):
     shadow_b = b.run(["getent", "shadow", u.name]).stdout
     a.run(["usermod", "-L", u.name])
     assert a.run(["getent", "shadow", u.name]).stdout.split(":")[1].startswith("!")
-    # a locked password does not stop key logins (DESIGN.md, fact 6) ...
+    # a locked password does not stop key logins under UsePAM yes (sshd skips the password check) ...
     assert a.sshd.run_as(u.on(a), "echo still-in").stdout.strip() == "still-in"
     # ... account expiry does
     a.run(["usermod", "-e", "1", u.name])

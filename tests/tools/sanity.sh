@@ -6,7 +6,7 @@
 # Needs:  tests/bootstrap.sh to have run (.venv with ansible-core; pyenv Pythons 3.9 to 3.13).
 # Log:    /tmp/sessionguard-mosh-<hash>/sanity.log
 #
-# How it works around the environment (see research/style.md, section 4):
+# How it works around this environment (no docker, no access to Ansible's CI file host):
 #  * ansible-test needs the collection at .../ansible_collections/sessionguard/mosh and only
 #    tests files git knows about. The repository's directory is not named like that, so the
 #    tracked and untracked-but-not-ignored files are copied into a fresh git repository at

@@ -1,7 +1,7 @@
 """A test "host": where users live, where sshd listens, where commands run.
 
 :class:`LocalHost` is the machine itself. :class:`NamespacedHost` is a host of the
-fleet described in DESIGN.md (tests/fleet): its own PID, mount and UTS namespaces
+fleet in tests/fleet (see its README): its own PID, mount and UTS namespaces
 entered with ``nsenter``, seen from outside through ``/proc/INIT/root``. The rest of
 the harness only talks to a host through these members:
 
