@@ -293,14 +293,17 @@ class ProcfsReader(object):
     def list_pids(self):
         return sorted(int(d) for d in os.listdir(self.root) if d.isdigit())
 
-    def _base(self, pid):
-        fields = parse_stat(_read(self.path(pid, 'stat')))
-        uids = None
+    def read_uids(self, pid):
+        """(real, effective, saved, filesystem) UIDs from /proc/PID/status (not the owner of /proc/PID, which
+        shows root for a non-dumpable process), or None."""
         for line in _read(self.path(pid, 'status')).split(b'\n'):
             if line.startswith(b'Uid:'):
-                uids = tuple(int(x) for x in line.split()[1:5])
-                break
-        fields['uids'] = uids
+                return tuple(int(x) for x in line.split()[1:5])
+        return None
+
+    def _base(self, pid):
+        fields = parse_stat(_read(self.path(pid, 'stat')))
+        fields['uids'] = self.read_uids(pid)
         fields['loginuid'] = _read_int(self.path(pid, 'loginuid'))
         fields['audit_session'] = _read_int(self.path(pid, 'sessionid'))
         fields['cgroup'], fields['logind_session'] = read_cgroup(pid, self.root)
@@ -417,11 +420,7 @@ class Snapshot(object):
             fields = parse_stat(_read(self.reader.path(old.pid, 'stat')))
             if fields['start_ticks'] != old.start_ticks:
                 return None
-            uids = None
-            for line in _read(self.reader.path(old.pid, 'status')).split(b'\n'):
-                if line.startswith(b'Uid:'):
-                    uids = tuple(int(x) for x in line.split()[1:5])
-                    break
+            uids = self.reader.read_uids(old.pid)
         except (OSError, ValueError, IndexError):
             return None
         if uids is None:

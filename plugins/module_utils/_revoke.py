@@ -45,8 +45,7 @@ class Plan(object):
                     self.sessions.append(other)
         self.sessions.extend(self._started_by_users(disc))
         if scope != 'all':
-            for uid in sorted(self.uids):
-                disc.unclaimed(uid)    # sets aside the users' processes in foreign namespaces, to report them
+            disc.set_aside_foreign(self.uids)
         self.foreign = list(disc.foreign)
         self._foreign_ids = set(p.identity() for p in self.foreign)
         self._disc = disc
@@ -178,15 +177,6 @@ class Notice(object):
         for fd in self._fds:
             os.close(fd)
         self._fds = []
-
-
-def write_message(sessions, text):
-    """Write ``text`` to each session's terminal. Returns the ttys reached."""
-    notice = Notice(text)
-    try:
-        return notice.send(sessions)
-    finally:
-        notice.release()
 
 
 def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=False,

@@ -483,6 +483,11 @@ class Discovery(object):
                     out.append(p)
         return out
 
+    def set_aside_foreign(self, uids):
+        """Collect in ``foreign`` the users' processes in other PID namespaces (done by ``unclaimed`` too)."""
+        for uid in sorted(uids):
+            self.unclaimed(uid)
+
     def other_session(self, uid):
         s = Session('other', uid, None, self.snap)
         s.members = self.unclaimed(uid)
