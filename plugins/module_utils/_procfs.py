@@ -196,6 +196,16 @@ def read_state(pid, root=PROC):
     return _stat_field(pid, 'state', root)
 
 
+def read_name(pid, root=PROC):
+    """The process name (``comm``) of ``pid``, escaped; None when it is gone."""
+    return _stat_field(pid, 'name', root)
+
+
+def read_loginuid(pid='self', root=PROC):
+    """The audit loginuid of ``pid`` (the user who logged in, kept across sudo), or None; UNSET_ID when unset."""
+    return _read_int(pid_path(pid, 'loginuid', root=root))
+
+
 def own_chain(root=PROC):
     """This process and its ancestors: never signalled, whoever they belong to."""
     chain, pid = [], os.getpid()

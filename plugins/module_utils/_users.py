@@ -127,6 +127,32 @@ def _check_system(raw, uid, lowest, allow):
                         'allow_system_users=true.' % (raw, uid, lowest))
 
 
+def protected(targets, specs, own=()):
+    """Raise UserError naming the first of ``targets`` (Targets, or names that do not resolve) that is protected:
+    named in ``specs`` (names or UIDs), or one of ``own`` ((uid, why) pairs the caller knows, such as its login)."""
+    guarded = []
+    for raw in specs:
+        try:
+            uid, name = _parse(raw)
+        except UserError as e:
+            raise UserError('protected_users: ' + str(e).split(': ', 1)[1])
+        if uid is None:
+            try:
+                ent = pwd.getpwnam(name)
+                uid, name = ent.pw_uid, ent.pw_name
+            except KeyError:
+                pass
+        else:
+            name = name_of(uid)
+        guarded.append((uid, name, 'named in protected_users'))
+    guarded.extend((uid, name_of(uid), why) for uid, why in own)
+    for t in targets:
+        spec, uid, name = (t.spec, t.uid, t.name) if isinstance(t, Target) else (t, None, t)
+        for g_uid, g_name, why in guarded:
+            if (uid is not None and uid == g_uid) or (name is not None and name == g_name):
+                raise UserError('users: %r is protected (%s); refusing to lock it out. Nothing was changed.' % (spec, why))
+
+
 def name_of(uid):
     try:
         return pwd.getpwuid(uid).pw_name

@@ -20,6 +20,8 @@ description:
   - With O(include_ssh=true) SSH logins are listed too.
   - Sets C(ansible_facts['sessionguard_orphans']), per user the processes tied to no live login, such as a
     C(nohup) job whose session is gone.
+  - Sets C(ansible_facts['sessionguard_lockouts']), the users locked out on the host by
+    M(sessionguard.mosh.lockout), so an audit shows who is shut out where.
 author:
   - sessionguard maintainers (@sessionguard)
 extends_documentation_fragment:
@@ -233,6 +235,15 @@ ansible_facts:
       type: list
       elements: dict
       sample: [{uid: 1042, count: 3}]
+    sessionguard_lockouts:
+      description:
+        - The users locked out on this host by M(sessionguard.mosh.lockout) (all of them, whatever O(users) says),
+          with when, why, how many files are kept in the quarantine and whether their expiry was changed.
+        - Empty when the module runs without root (the lockout state is root-only).
+      returned: always
+      type: list
+      elements: dict
+      sample: [{user: bob, uid: 1001, locked_at: "2026-11-28T04:31:07Z", reason: offboarding, kept: 2, expiry_changed: true}]
     sessionguard_orphans:
       description: Per user, live processes tied to no live login.
       returned: always
@@ -248,6 +259,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._audit import audit
+from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import Layout, locked_out
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
 
 
@@ -278,6 +290,7 @@ def main():
         'sessionguard_sessions': found['sessions'],
         'sessionguard_orphans': found['orphans'],
         'sessionguard_nameless_uids': found['nameless_uids'],
+        'sessionguard_lockouts': locked_out(Layout()),
     })
 
 
