@@ -37,7 +37,7 @@ import stat
 import time
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sshd import SshdError, expressible, parse_dropin, render_dropin
-from ansible_collections.sessionguard.mosh.plugins.module_utils._text import cut, decode
+from ansible_collections.sessionguard.mosh.plugins.module_utils._text import decode
 
 STATE_DIR = '/var/lib/sessionguard'
 DENY_FILE = STATE_DIR + '/deny'

@@ -233,7 +233,7 @@ def main():
             own = [(login, 'the user who logged in to run this task')] if login not in (None, UNSET_ID) else []
             if os.environ.get('SUDO_UID', '').isdigit():
                 own.append((int(os.environ['SUDO_UID']), 'the user who ran sudo for this task'))
-            protected(targets + [t for t in absent], p['protected_users'], own)
+            protected(targets + list(absent), p['protected_users'], own)
     except UserError as e:
         module.fail_json(msg=str(e))
     if os.geteuid() != 0:
