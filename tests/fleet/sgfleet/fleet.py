@@ -44,6 +44,8 @@ from sgtest.sshd import SSHD_BINARY, Sshd, _banner
 from sgtest.users import OWNER_TAG, owner_alive, owner_tag
 from sgtest.waiting import Stopwatch, wait_for
 
+from .privatevar import private_var_binds
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 HOSTINIT = os.path.join(HERE, "hostinit.py")
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -722,6 +724,7 @@ class Fleet:
             {"source": os.path.join(hd, "var-log"), "target": "/var/log"},
             {"source": os.path.join(hd, "var-tmp"), "target": "/var/tmp"},
         ]
+        binds += private_var_binds(hd)
         hide = []
         if prof.hide_psutil:
             dist = "/usr/lib/python3/dist-packages"
@@ -985,6 +988,8 @@ def _drop_tagged_accounts(etc: str) -> None:
 def sshd_config(name: str, address: str) -> str:
     return f"""\
 # sshd of fleet host {name} (written by tests/fleet); run by the host's init as sshd -D -e
+# First, as in Debian's sshd_config (the directory starts empty on every host).
+Include /etc/ssh/sshd_config.d/*.conf
 Port 22
 ListenAddress {address}
 AddressFamily inet

@@ -58,20 +58,26 @@ class LockoutSshd(Sshd):
 
     def password_login(self, name: str, password: str, state_dir: str, command: str = "true",
                        timeout: float = 30) -> subprocess.CompletedProcess:
-        """A password login tried non-interactively: ssh asks SSH_ASKPASS (forced), which answers ``password``."""
-        askpass = os.path.join(state_dir, "askpass-" + hashlib.sha256(name.encode()).hexdigest()[:12])
-        with open(askpass, "w") as fh:
-            fh.write("#!/bin/sh\nprintf '%s\\n' " + _sh_quote(password) + "\n")
-        os.chmod(askpass, 0o700)
-        argv = ["setsid", "-w", "ssh", "-F", "none", "-p", str(self.port),
-                "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
-                "-o", "NumberOfPasswordPrompts=1", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
-                "-o", "IdentityAgent=none", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
-                "-l", name, self.address, "--", command]
-        env = user_env({"SSH_ASKPASS": askpass, "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"})
-        return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
-                              env=env, check=False)
+        return password_login(self, name, password, state_dir, command, timeout)
+
+
+def password_login(sshd: Sshd, name: str, password: str, state_dir: str, command: str = "true",
+                   timeout: float = 30) -> subprocess.CompletedProcess:
+    """A password login to ``sshd`` tried non-interactively: ssh asks SSH_ASKPASS (forced), which answers
+    ``password``; exit 255 when refused."""
+    askpass = os.path.join(state_dir, "askpass-" + hashlib.sha256(name.encode()).hexdigest()[:12])
+    with open(askpass, "w") as fh:
+        fh.write("#!/bin/sh\nprintf '%s\\n' " + _sh_quote(password) + "\n")
+    os.chmod(askpass, 0o700)
+    argv = ["setsid", "-w", "ssh", "-F", "none", "-p", str(sshd.port),
+            "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password,keyboard-interactive",
+            "-o", "NumberOfPasswordPrompts=1", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "IdentityAgent=none", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            "-l", name, sshd.address, "--", command]
+    env = user_env({"SSH_ASKPASS": askpass, "SSH_ASKPASS_REQUIRE": "force", "DISPLAY": ":0"})
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
 
 
 def _sh_quote(text: str) -> str:
