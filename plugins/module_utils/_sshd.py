@@ -135,8 +135,8 @@ class Sshd(object):
     def reload(self, pidfile):
         """SIGHUP the sshd of ``pidfile`` and wait until it has started again: (True, detail) or (False, why).
 
-        On SIGHUP sshd re-executes itself and writes its PidFile once its handlers are back. A second SIGHUP before
-        that would kill it (the default action), so this waits for the new PidFile before returning.
+        On SIGHUP sshd removes its PidFile, re-executes itself and writes the PidFile again once it listens. It
+        ignores SIGHUP meanwhile, so a second reload sent then would be lost: this waits for the new PidFile.
         """
         pid = self.pid(pidfile)
         if pid is None:

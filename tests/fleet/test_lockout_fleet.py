@@ -31,10 +31,18 @@ TEST_DROPIN = '/etc/ssh/sshd_config.d/00-sgtest-logins.conf'
 AKC_DIR = '/etc/ssh/akc'
 
 
+def pidfile_mtime(host):
+    try:
+        return os.stat(host.path('/run/sshd.pid')).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 def reload_sshd(host):
-    before = os.stat(host.path('/run/sshd.pid')).st_mtime_ns
+    """SIGHUP through the host's init; sshd removes its PidFile and writes it again once it listens anew."""
+    before = pidfile_mtime(host)
     host.signal_init(signal.SIGHUP)
-    wait_for(lambda: os.stat(host.path('/run/sshd.pid')).st_mtime_ns != before and host.sshd.listening(), 15,
+    wait_for(lambda: pidfile_mtime(host) not in (None, before) and host.sshd.listening(), 15,
              'sshd of %s to reload' % host.name)
 
 
