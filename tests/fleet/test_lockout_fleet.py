@@ -378,9 +378,12 @@ def test_an_unreachable_host_is_reported_and_the_printed_command_finishes_the_jo
         assert session.client_running() and deny_list(down) == []
     finally:
         down.sshd.start()
+    # Run exactly as printed, with ansible-playbook on PATH as on an operator's machine.
+    env = ansible.ansible_env()
+    env['PATH'] = os.path.dirname(ansible._bin('ansible-playbook')) + os.pathsep + env.get('PATH', '')
     with tempfile.TemporaryDirectory() as tmp:
         cp = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=900, check=False, cwd=tmp,
-                            env=ansible.ansible_env())
+                            env=env)
     assert cp.returncode == 0, cp.stdout[-3000:]
     assert '"%s: revoked' % down.name in cp.stdout
     assert all('"%s: ' % h.name not in cp.stdout for h in fleet.hosts if h is not down)

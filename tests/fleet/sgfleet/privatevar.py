@@ -34,12 +34,26 @@ def private_var_binds(hostdir: str) -> List[Dict[str, object]]:
             for entry in sorted(os.listdir(target)):
                 path = os.path.join(target, entry)
                 if os.path.isdir(path) and not os.path.islink(path) and target == "/var/spool/cron":
-                    st = os.stat(path)
-                    os.mkdir(os.path.join(source, entry))
-                    os.chown(os.path.join(source, entry), st.st_uid, st.st_gid)
-                    os.chmod(os.path.join(source, entry), st.st_mode & 0o7777)
+                    _copy_layout(path, os.path.join(source, entry))
         binds.append({"source": source, "target": target})
     return binds
+
+
+def _copy_layout(src: str, dest: str) -> None:
+    """``src`` as an empty directory with its owner and mode, plus its dot files (at's ``.SEQ`` job counter,
+    which at(1) needs and does not create)."""
+    st = os.stat(src)
+    os.mkdir(dest)
+    os.chown(dest, st.st_uid, st.st_gid)
+    os.chmod(dest, st.st_mode & 0o7777)
+    for name in os.listdir(src):
+        path = os.path.join(src, name)
+        if name.startswith(".") and os.path.isfile(path) and not os.path.islink(path):
+            fst = os.stat(path)
+            with open(path, "rb") as fh, open(os.path.join(dest, name), "wb") as out:
+                out.write(fh.read())
+            os.chown(os.path.join(dest, name), fst.st_uid, fst.st_gid)
+            os.chmod(os.path.join(dest, name), fst.st_mode & 0o7777)
 
 
 __all__ = ["PRIVATE", "private_var_binds"]
