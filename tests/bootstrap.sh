@@ -14,8 +14,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 # Without the shellcheck program, ansible-test's "shellcheck" sanity test is skipped.
 # python3-psutil: the fleet's Debian-Python hosts (tests/fleet) have psutil, except one that hides it.
 # fuse3 + python3-fusepy: the hanging FUSE server of tests/lib/sgtest/fuse.py (fusermount3; Debian's python3).
+# at, cron, attr: what the lockout tests set aside and restore (at jobs, crontabs; setfattr for extended attributes).
+# slapd, ldap-utils, nslcd, libnss-ldapd: the fleet's LDAP directory (tests/fleet/sgfleet/ldap.py). This machine's
+# own nsswitch.conf is left alone (preseeded below); only fleet hosts point NSS at the directory.
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
-    shellcheck python3-psutil fuse3 python3-fusepy)
+    shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -47,6 +50,11 @@ done
 if ((${#missing[@]})); then
     [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}); run this script as root"
     export DEBIAN_FRONTEND=noninteractive
+    # No default slapd database and no change to this machine's nsswitch.conf: the tests run their own directory.
+    printf '%s\n' 'slapd slapd/no_configuration boolean true' 'libnss-ldapd libnss-ldapd/nsswitch multiselect' \
+        'nslcd nslcd/ldap-uris string ldap://127.0.0.1/' 'nslcd nslcd/ldap-base string dc=corp,dc=example' >"$log.debconf"
+    run debconf-set-selections "$log.debconf"
+    rm -f "$log.debconf"
     run apt-get update -q
     run apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi

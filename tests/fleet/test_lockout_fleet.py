@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -18,10 +20,11 @@ import threading
 
 import pytest
 
-from sgfleet import ansible
+from sgfleet import ansible, ldap
 from sgtest import procfs
 from sgtest.escapees import start_escapees
 from sgtest.lockout import file_state, password_login, shadow_field
+from sgtest.users import TestUser
 from sgtest.waiting import wait_for
 
 pytestmark = pytest.mark.fleet
@@ -391,3 +394,106 @@ def test_an_unreachable_host_is_reported_and_the_printed_command_finishes_the_jo
     assert deny_list(down) == [user.name]
     assert_out(down, user, fleet_scope.dir, password=False)
     assert run_playbook(fleet, 'restore', {'restore_users': [user.name]}).rc == 0
+
+
+@pytest.fixture(scope='module')
+def directory(logins):
+    """slapd on loopback with its own configuration, and every host's NSS pointed at it through its own nslcd."""
+    state = tempfile.mkdtemp(prefix='sgldap-', dir=logins.state_dir)
+    server = ldap.Directory(state).start()
+    clients = []
+    try:
+        for host in logins.hosts:
+            clients.append(ldap.DirectoryClient(host, server).start())
+        yield server
+    finally:
+        problems = []
+        for client in clients:
+            try:
+                client.stop()
+            except Exception as exc:  # stop the others all the same
+                problems.append(str(exc))
+        server.stop()
+        shutil.rmtree(state, ignore_errors=True)
+        assert not problems, problems
+
+
+def directory_user(fleet, server, scope_dir, key_in_home):
+    """A user that exists only in the directory, with its home on every host; its key in the home, or handed out by
+    the AuthorizedKeysCommand only. Returns {host name: TestUser}."""
+    name = 'sgd' + ''.join(random.choice('abcdefghijklmnopqrstuvwxyz0123456789') for _i in range(6))
+    uid = random.randint(45000, 49999)
+    home = '/home/' + name
+    server.add_user(name, uid, home)
+    key = os.path.join(scope_dir, name)
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', name, '-f', key], check=True)
+    with open(key + '.pub') as f:
+        pub = f.read()
+    users = {}
+    for host in fleet.hosts:
+        host.run(['install', '-d', '-o', str(uid), '-g', str(uid), '-m', '0755', home])
+        if key_in_home:
+            host.run(['install', '-d', '-o', str(uid), '-g', str(uid), '-m', '0700', home + '/.ssh'])
+            host.run(['install', '-o', str(uid), '-g', str(uid), '-m', '0600', '/dev/stdin', home + '/.ssh/authorized_keys'],
+                     input=pub)
+        else:
+            with open(host.path(os.path.join(AKC_DIR, name)), 'w') as f:
+                f.write(pub)
+        users[host.name] = TestUser(host, name, uid, uid, home, key, '/bin/bash')
+    return users
+
+
+def test_directory_users_are_locked_out_on_every_host_and_let_back(logins, directory, fleet_scope, fleet_bystander_factory):
+    fleet = logins
+    keyed = directory_user(fleet, directory, fleet_scope.dir, key_in_home=True)
+    commanded = directory_user(fleet, directory, fleet_scope.dir, key_in_home=False)
+    names = [keyed[fleet.hosts[0].name].name, commanded[fleet.hosts[0].name].name]
+    bystanders = [fleet_bystander_factory(h) for h in fleet.hosts]
+    keys = {}
+    try:
+        for host in fleet.hosts:
+            for users in (keyed, commanded):
+                u = users[host.name]
+                assert host.run(['getent', 'passwd', u.name]).stdout.split(':')[2] == str(u.uid)
+                with open(host.path('/etc/passwd')) as f:
+                    assert u.name not in f.read()
+                assert shadow_field(host, u.name) is None
+                cp = host.sshd.run_as(u, 'echo got-in', check=False)
+                assert cp.returncode == 0 and 'got-in' in cp.stdout, (host.name, u.name, cp.stderr)
+            path = host.path(keyed[host.name].home + '/.ssh/authorized_keys')
+            keys[host.name] = (path, file_state(path))
+
+        run = run_playbook(fleet, 'revoke', {'revoke_users': names, 'revoke_grace_period': 2})
+
+        assert run.rc == 0, run.describe()
+        for host in fleet.hosts:
+            assert summary(run)[host.name].startswith('revoked'), summary(run)
+            assert sorted(deny_list(host)) == sorted(names)
+            assert not os.path.exists(keys[host.name][0])
+            for users in (keyed, commanded):
+                cp = host.sshd.run_as(users[host.name], 'echo got-in', check=False)
+                assert cp.returncode == 255 and 'got-in' not in cp.stdout, (host.name, cp.stdout)
+        for b in bystanders:
+            assert b.user.host.sshd.run_as(b.user, 'true', check=False).returncode == 0
+            b.assert_untouched()
+
+        restored = run_playbook(fleet, 'restore', {'restore_users': names})
+
+        assert restored.rc == 0, restored.describe()
+        for host in fleet.hosts:
+            assert file_state(keys[host.name][0]) == keys[host.name][1]
+            assert deny_list(host) == []
+            for users in (keyed, commanded):
+                cp = host.sshd.run_as(users[host.name], 'echo got-in', check=False)
+                assert cp.returncode == 0 and 'got-in' in cp.stdout, (host.name, cp.stderr)
+    finally:
+        for host in fleet.hosts:
+            if any(n in deny_list(host) for n in names):
+                run_playbook(fleet, 'restore', {'restore_users': names, 'restore_force': True,
+                                                'sessionguard_hosts': host.name})
+            for users in (keyed, commanded):
+                u = users[host.name]
+                host.kill_all_as(u.uid, u.gid)
+                host.run(['rm', '-rf', '--one-file-system', u.home])
+                if os.path.exists(host.path(os.path.join(AKC_DIR, u.name))):
+                    os.unlink(host.path(os.path.join(AKC_DIR, u.name)))
