@@ -83,7 +83,7 @@ def clean_door(logins, fleet_scope):
         if stuck:
             left[host.name] = stuck
             run_playbook(logins, 'restore', {'restore_users': stuck, 'restore_force': True,
-                                              'sessionguard_hosts': host.name})
+                                             'sessionguard_hosts': host.name})
     assert not left, 'left locked out: %s' % left
 
 
