@@ -327,10 +327,18 @@ def test_persistence_is_set_aside_and_restored_on_the_fleet(logins, clean_door, 
     before = dict((p, file_state(p)) for p in spool)
     assert len(before) == 3
 
+    reported = run_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'sessionguard_hosts': host.name})
+
+    assert reported.rc == 0, reported.describe()
+    assert ('ways back left in place (revoke_persistence=disable sets them aside): %s: crontab, 1 at job(s), linger flag'
+            % user.name) in summary(reported)[host.name]
+    assert dict((p, file_state(p)) for p in spool) == before
+
     run = run_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'revoke_persistence': 'disable',
                                          'sessionguard_hosts': host.name})
 
     assert run.rc == 0, run.describe()
+    assert 'ways back set aside: %s: crontab, 1 at job(s), linger flag' % user.name in summary(run)[host.name]
     assert host.run(['crontab', '-l', '-u', user.name], check=False).stdout == ''
     assert user.name not in host.run(['atq']).stdout
     assert not os.path.exists(spool[1])
