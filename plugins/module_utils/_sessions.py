@@ -358,7 +358,7 @@ class Discovery(object):
         s = Session('mosh', server.uid, server, self.snap)
         kids = [self.snap.get(c) for c in self.snap.children.get(server.pid, ())]
         kids = [k for k in kids if k is not None]
-        masters = [i for i in server.fds.pty_masters if i >= 0]
+        masters = server.fds.pty_masters
         for k in kids:
             if k.sid == k.pid:
                 s.child = k
