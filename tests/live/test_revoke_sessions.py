@@ -211,26 +211,34 @@ def test_absent_user_is_reported_not_an_error(default_target):
     assert result['absent_users'] == ['sg-nobody-here'] and result['changed'] is False
 
 
+def revoke_watching(target, args, session, text):
+    """Run revoke_sessions while watching ``session``'s client screen for ``text``: the mosh client's screen is
+    gone once it exits, so a notice can only be seen while the revocation runs. Returns (result, seen)."""
+    seen, outcome = [], {}
+
+    def run():
+        outcome['result'] = target.run('revoke_sessions', args)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while worker.is_alive() and not seen:
+        if text in session.screen():
+            seen.append(True)
+        time.sleep(0.05)
+    worker.join()
+    return outcome['result'], bool(seen)
+
+
 def test_notice_reaches_the_mosh_client_before_the_session_ends(default_target, user_factory,
                                                                 mosh_session_factory, bystander):
     user = user_factory()
     session = mosh_session_factory(user)
     notice = 'sessionguard-notice-%d: access revoked' % user.uid
-    seen, outcome = [], {}
 
-    def run():
-        outcome['result'] = default_target.run('revoke_sessions', {'users': [user.name], 'notice': notice + '\x1b[2J'})
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    while worker.is_alive() and not seen:
-        if notice in session.screen():
-            seen.append(True)
-        time.sleep(0.05)
-    worker.join()
+    result, seen = revoke_watching(default_target, {'users': [user.name], 'notice': notice + '\x1b[2J'}, session,
+                                   notice)
 
     assert seen, 'the notice never appeared on the mosh client; screen:\n' + session.screen(history=True)
-    result = outcome['result']
     assert not result['failed'] and result['notice_sent_to'] == [tty_of(session.shell)]
     assert session.wait_client_exit() == 0
     bystander.assert_untouched()

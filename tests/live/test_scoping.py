@@ -22,6 +22,7 @@ from sgtest import MOSH_EXITING, TestUser, procfs
 from sgtest.escapees import start_escapees
 from sgtest.users import owner_tag
 from sgtest.waiting import wait_for
+from test_revoke_sessions import revoke_watching, tty_of
 
 CGROUP2 = '/sys/fs/cgroup/unified' if os.path.ismount('/sys/fs/cgroup/unified') else '/sys/fs/cgroup'
 LDSO = '/lib64/ld-linux-x86-64.so.2'
@@ -290,6 +291,75 @@ def test_scope_all_leaves_a_root_started_container_process_of_the_uid_and_ends_r
         bystander.assert_untouched()
     finally:
         reap(container, loose_rootless)
+
+
+# --------------------------------------------------------------------------- 3b. a container's devpts
+
+# A rootless container's terminals: a user and mount namespace with a devpts instance of its own (every devpts
+# mount is a new instance: its own numbering from pts/0), /dev/ptmx bound to that instance's ptmx. The first
+# HELD ptys are taken by a holder process so that the mosh-server's shell gets pts/HELD in there. The holder
+# closes its stdio so the ssh that started the server does not wait for it.
+CONTAINER_SERVER = r"""#!/bin/sh
+held=$1; shift
+exec unshare --user --map-root-user --mount sh -c '
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts || exit 1
+mount --bind /dev/pts/ptmx /dev/ptmx || exit 1
+exec python3 -c "
+import os, signal, sys
+held = int(sys.argv[1])
+masters = [os.open(\"/dev/ptmx\", os.O_RDWR | os.O_NOCTTY) for _ in range(held)]
+if os.fork() == 0:
+    null = os.open(\"/dev/null\", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.setsid()
+    signal.pause()
+for m in masters:
+    os.close(m)
+os.execvp(\"mosh-server\", [\"mosh-server\"] + sys.argv[2:])
+" "$@"' sh "$held" "$@"
+"""
+
+
+def test_scope_mosh_a_containers_pts_number_is_not_the_hosts(
+        default_target, user_factory, mosh_session_factory, bystander):
+    """Scope mosh with kill_other_uids, revoking bob. Bob's mosh session runs in a rootless container whose
+    devpts gives his shell pts/N; alice's mosh shell on the host holds the host's pts/N. Bob's session ends
+    and hears the notice; alice's shell is neither tied to his nor written to, and her session runs on."""
+    alice, bob = user_factory(prefix='sga'), user_factory(prefix='sgo')
+    hers = mosh_session_factory(alice)
+    number = int(tty_of(hers.shell).split('/')[1])
+    launcher = os.path.join(os.path.dirname(bob.key_path), 'ctr')
+    with open(launcher, 'w') as fh:
+        fh.write(CONTAINER_SERVER)
+    bob.install_file(launcher, '.cache/x/ctr', 0o755)
+    os.unlink(launcher)
+    his = mosh_session_factory(bob, server='~/.cache/x/ctr %d' % number)
+    assert tty_of(his.shell) == tty_of(hers.shell)
+    # The same device number (136:N is pts/N in every instance), on two devpts file systems.
+    his_pts, her_pts = (os.stat('/proc/%d/root/dev/pts/%d' % (s.shell.pid, number)) for s in (his, hers))
+    assert his_pts.st_rdev == her_pts.st_rdev and his_pts.st_dev != her_pts.st_dev, 'not two devpts instances'
+    hers_before = alice.settled_processes()
+    notice = 'sessionguard-notice-%d: access revoked' % bob.uid
+
+    result, seen = revoke_watching(default_target, {'users': [bob.name], 'scope': 'mosh', 'grace_period': 3,
+                                                    'kill_other_uids': True, 'notice': notice}, his, notice)
+
+    assert_ok(result, default_target)
+    [mosh] = [s for s in result['sessions'] if s['kind'] == 'mosh']
+    assert mosh['leader_pid'] == his.server_pid and mosh['tty'] == 'pts/%d' % number
+    assert result['notice_sent_to'] == ['pts/%d' % number]
+    assert not set(ended(result)) & set(p.pid for p in hers_before)
+    assert result['other_uid_processes'] == []
+    assert seen, 'the notice never reached bob\'s client'
+    assert his.wait_client_exit() == 0
+    assert bob.processes() == []
+    for proc in (hers.server, hers.shell, hers.client):
+        assert proc.alive(), 'alice lost %s' % proc
+    assert keys(alice.processes()) == keys(hers_before)
+    hers.sync()
+    assert notice not in hers.screen(history=True)
+    bystander.assert_untouched()
 
 
 # --------------------------------------------------------------------------- 4. sudo -u svc from bob's SSH login
