@@ -295,15 +295,26 @@ def test_scope_all_leaves_a_root_started_container_process_of_the_uid_and_ends_r
 
 # --------------------------------------------------------------------------- 3b. a container's devpts
 
-# A rootless container's terminals: a user and mount namespace with a devpts instance of its own (every devpts
-# mount is a new instance: its own numbering from pts/0), /dev/ptmx bound to that instance's ptmx. The first
-# HELD ptys are taken by a holder process so that the mosh-server's shell gets pts/HELD in there. The holder
-# closes its stdio so the ssh that started the server does not wait for it.
+# A rootless container's terminals: a user and mount namespace with a /dev of its own and a devpts instance of its
+# own (every devpts mount is a new instance: its own numbering from pts/0). Its /dev/ptmx is a link to that
+# instance's ptmx bound under another name (dev/t/term), so the server's pty master shows in /proc/PID/fd by a
+# path that does not say ptmx. The first HELD ptys are taken by a holder process so that the mosh-server's
+# shell gets pts/HELD in there. The holder closes its stdio so the ssh that started the server does not wait.
 CONTAINER_SERVER = r"""#!/bin/sh
 held=$1; shift
 exec unshare --user --map-root-user --mount sh -c '
-mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts || exit 1
-mount --bind /dev/pts/ptmx /dev/ptmx || exit 1
+set -e
+host=$HOME/.cache/x/hostdev
+mkdir -p $host
+mount --rbind /dev $host
+mount -t tmpfs -o mode=755 tmpfs /dev
+for n in null zero random urandom tty; do touch /dev/$n; mount --bind $host/$n /dev/$n; done
+umount -l $host
+mkdir /dev/pts /dev/t
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+touch /dev/t/term
+mount --bind /dev/pts/ptmx /dev/t/term
+ln -s t/term /dev/ptmx
 exec python3 -c "
 import os, signal, sys
 held = int(sys.argv[1])
@@ -324,8 +335,9 @@ os.execvp(\"mosh-server\", [\"mosh-server\"] + sys.argv[2:])
 def test_scope_mosh_a_containers_pts_number_is_not_the_hosts(
         default_target, user_factory, mosh_session_factory, bystander):
     """Scope mosh with kill_other_uids, revoking bob. Bob's mosh session runs in a rootless container whose
-    devpts gives his shell pts/N; alice's mosh shell on the host holds the host's pts/N. Bob's session ends
-    and hears the notice; alice's shell is neither tied to his nor written to, and her session runs on."""
+    devpts gives his shell pts/N, its master opened through a name that is not ptmx; alice's mosh shell on the
+    host holds the host's pts/N. Bob's server is found all the same, his session ends and hears the notice;
+    alice's shell is neither tied to his nor written to, and her session runs on."""
     alice, bob = user_factory(prefix='sga'), user_factory(prefix='sgo')
     hers = mosh_session_factory(alice)
     number = int(tty_of(hers.shell).split('/')[1])
@@ -336,6 +348,7 @@ def test_scope_mosh_a_containers_pts_number_is_not_the_hosts(
     os.unlink(launcher)
     his = mosh_session_factory(bob, server='~/.cache/x/ctr %d' % number)
     assert tty_of(his.shell) == tty_of(hers.shell)
+    assert '/dev/t/term' in procfs.fd_targets(his.server_pid).values()
     # The same device number (136:N is pts/N in every instance), on two devpts file systems.
     his_pts, her_pts = (os.stat('/proc/%d/root/dev/pts/%d' % (s.shell.pid, number)) for s in (his, hers))
     assert his_pts.st_rdev == her_pts.st_rdev and his_pts.st_dev != her_pts.st_dev, 'not two devpts instances'

@@ -316,8 +316,13 @@ def udp_ports(pid: int, proc_root: str = PROC) -> Set[int]:
 
 
 def has_ptmx(pid: int, proc_root: str = PROC) -> bool:
-    return any(t == "/dev/ptmx" or t.startswith("/dev/pts/ptmx")
-               for t in fd_targets(pid, proc_root).values())
+    """Holds a pty master, whatever path it was opened through: the kernel writes ``tty-index`` into
+    fdinfo for pty masters only."""
+    for fd in fd_targets(pid, proc_root):
+        info = _read(os.path.join(proc_root, str(pid), "fdinfo", str(fd)))
+        if info and "tty-index:" in info:
+            return True
+    return False
 
 
 def find_by_argv(
