@@ -23,3 +23,29 @@ sg_python_bin() {
     [ -n "$best" ] || return 1
     printf '%s\n' "$best"
 }
+
+# sg_collection_copy DIR: a fresh copy of this checkout at DIR/ansible_collections/sessionguard/mosh,
+# as a one-commit git repository, for ansible-test. ansible-test needs the collection under such a
+# path and only tests files git knows about, so the copy holds the tracked files and the untracked
+# ones that are not ignored. Give each caller its own DIR so that runs of different ansible-test
+# commands do not replace each other's copy.
+sg_collection_copy() {
+    local dest=$1/ansible_collections/sessionguard/mosh
+    local -
+    set -o pipefail
+    rm -rf "$dest" && mkdir -p "$dest" || return 1
+    (
+        cd "$SG_REPO" || exit 1
+        git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
+            # tracked files deleted in the work tree are listed too; skip them
+            if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
+        done
+    ) | rsync -a --from0 --files-from=- "$SG_REPO/" "$dest/" || return 1
+    (
+        cd "$dest" &&
+            git init -q &&
+            git add -A &&
+            git -c user.name=ansible-test -c user.email=ansible-test@localhost -c commit.gpgsign=false \
+                commit -q --no-verify -m "snapshot of $SG_REPO for ansible-test"
+    )
+}

@@ -95,22 +95,7 @@ done
 
 # 3. A fresh copy of the collection where ansible-test wants it --------------------------------
 dest=$SG_WORK/ansible-test/ansible_collections/sessionguard/mosh
-rm -rf "$dest"
-mkdir -p "$dest"
-(
-    cd "$SG_REPO"
-    git ls-files -z -co --exclude-standard | while IFS= read -r -d '' f; do
-        # tracked files deleted in the work tree are listed too; skip them
-        if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
-    done
-) | rsync -a --from0 --files-from=- "$SG_REPO/" "$dest/"
-(
-    cd "$dest"
-    git init -q
-    git add -A
-    git -c user.name=sanity -c user.email=sanity@localhost -c commit.gpgsign=false \
-        commit -q --no-verify -m "snapshot of $SG_REPO for ansible-test sanity"
-)
+sg_collection_copy "$SG_WORK/ansible-test" || fail "could not copy the collection to $dest"
 
 # 4. Run ansible-test ------------------------------------------------------------------------
 log=$SG_WORK/sanity.log
