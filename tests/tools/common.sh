@@ -6,6 +6,7 @@
 #               /tmp/sessionguard-mosh-<first 8 hex of sha1(SG_REPO)>
 #   SG_VENV     the virtualenv with the tools: .venv, created by tests/bootstrap.sh (overridable)
 #   SG_PYENV    pyenv root holding the target interpreters
+#   SG_ANSIBLE_TEST  .venv's ansible-test
 #   SG_TARGET_PYTHONS  target Python versions the collection supports (tests/config.yml)
 
 SG_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
@@ -13,6 +14,14 @@ SG_WORK=/tmp/sessionguard-mosh-$(printf '%s' "$SG_REPO" | sha1sum | cut -c1-8)
 SG_VENV=${SG_VENV:-$SG_REPO/.venv}
 SG_PYENV=${PYENV_ROOT:-/root/.pyenv}
 SG_TARGET_PYTHONS=(3.9 3.10 3.11 3.12 3.13)
+SG_ANSIBLE_TEST=$SG_VENV/bin/ansible-test
+
+# sg_fail MESSAGE: print "<script>: MESSAGE" (the calling script's name without .sh) and exit 1.
+sg_fail() {
+    local name=${0##*/}
+    echo "${name%.sh}: $*" >&2
+    exit 1
+}
 
 # sg_python_bin X.Y -> the bin directory of the newest real (non-shim) pyenv interpreter X.Y.
 sg_python_bin() {

@@ -19,23 +19,17 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
-fail() {
-    echo "integration: $*" >&2
-    exit 1
-}
-
-ansible_test=$SG_VENV/bin/ansible-test
-[ -x "$ansible_test" ] || fail "$ansible_test not found; run tests/bootstrap.sh first"
-[ "$(id -u)" -eq 0 ] || fail "the targets create users and start sshd: run as root"
+[ -x "$SG_ANSIBLE_TEST" ] || sg_fail "$SG_ANSIBLE_TEST not found; run tests/bootstrap.sh first"
+[ "$(id -u)" -eq 0 ] || sg_fail "the targets create users and start sshd: run as root"
 
 dest=$SG_WORK/integration/ansible_collections/sessionguard/mosh
-sg_collection_copy "$SG_WORK/integration" || fail "could not copy the collection to $dest"
+sg_collection_copy "$SG_WORK/integration" || sg_fail "could not copy the collection to $dest"
 
 log=$SG_WORK/integration.log
 set +e
 (
     cd "$dest"
-    PATH="$SG_VENV/bin:$PATH" "$ansible_test" integration --local --allow-destructive --color no "$@"
+    PATH="$SG_VENV/bin:$PATH" "$SG_ANSIBLE_TEST" integration --local --allow-destructive --color no "$@"
 ) 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e

@@ -153,25 +153,18 @@ def tty_of(pid):
 
 
 # ---------------------------------------------------------------------------------------- sshd
-def port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def answer(port):
+    """The first bytes a server on ``port`` sends (an SSH server: its b'SSH-' banner), b'' from a silent
+    one, or None when nothing listens there."""
     try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((ADDRESS, port))
-        return True
+        with socket.create_connection((ADDRESS, port), timeout=1) as conn:
+            conn.settimeout(2)
+            try:
+                return conn.recv(64)
+            except socket.timeout:
+                return b''
     except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def ssh_banner(port):
-    try:
-        with socket.create_connection((ADDRESS, port), timeout=1) as s:
-            s.settimeout(2)
-            return s.recv(64).startswith(b'SSH-')
-    except OSError:
-        return False
+        return None
 
 
 def read_pid(path):
@@ -192,7 +185,7 @@ def sshd(state_dir):
         subprocess.check_call(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-f', key])
     config, pid_file, log = (os.path.join(state_dir, n) for n in ('sshd_config', 'sshd.pid', 'sshd.log'))
     for port in PORTS:
-        if not port_free(port):
+        if answer(port) is not None:
             continue
         with open(config, 'w') as fh:
             fh.write('\n'.join([
@@ -204,7 +197,7 @@ def sshd(state_dir):
         subprocess.check_call([SSHD, '-f', config, '-E', log], env=ENV, stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            wait_for(lambda: read_pid(pid_file) and ssh_banner(port), 10, 'sshd on port %d' % port)
+            wait_for(lambda: read_pid(pid_file) and (answer(port) or b'').startswith(b'SSH-'), 10, 'sshd on port %d' % port)
         except SetupError:
             continue  # lost a race for the port; the daemon, if any, exits on its failed bind
         return {'address': ADDRESS, 'port': port, 'pid': read_pid(pid_file)}
@@ -268,7 +261,8 @@ def mosh(state_dir, name, user, key, port, escapees):
     pane = int(tmux(sock, 'display-message', '-p', '-t', 'main', '#{pane_pid}').stdout)
 
     def diag():
-        return 'mosh session %s of %s; screen:\n%s' % (name, user, screen(sock).rstrip())
+        lines = [line for line in screen(sock).splitlines() if line.strip()]
+        return 'mosh session %s of %s; screen:\n%s' % (name, user, '\n'.join(lines))
 
     def client():
         if os.path.exists(status):
