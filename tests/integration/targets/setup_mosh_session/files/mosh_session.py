@@ -41,7 +41,7 @@ import sys
 import time
 
 ADDRESS = '127.0.0.1'
-PORTS = range(2400, 2500)  # clear of the pytest live harness's sshd ports (2222 and up)
+PORTS = range(2400, 2500)  # clear of the pytest live harness's sshd ports (2222-2299)
 SSHD = '/usr/sbin/sshd'
 SLEEP = '100000'
 ENV = {'PATH': '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', 'HOME': '/root',
