@@ -175,9 +175,16 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     ({'users': ['root', 'USER'], 'scope': 'all', 'allow_system_users': True}, "'root'"),
 ], ids=['root', 'system-name', 'system-uid', 'empty', 'malformed', 'negative-grace', 'unknown-scope',
         'superscript-digit', 'arabic-digits', 'boolean', 'nan-grace', 'inf-grace', 'root-scope-all'])
-def test_bad_input_is_refused_before_anything_is_signalled(target, user_factory, mosh_session_factory, args, needle):
-    user = user_factory()
-    session = mosh_session_factory(user)
+@pytest.fixture(scope='module')
+def untouchable(module_user_factory, module_mosh_session_factory):
+    """One mosh session that every bad-input case aims at and none may touch (one session, not one per case:
+    a case that wrongly signals it fails itself and every later case)."""
+    user = module_user_factory()
+    return user, module_mosh_session_factory(user)
+
+
+def test_bad_input_is_refused_before_anything_is_signalled(target, untouchable, args, needle):
+    user, session = untouchable
     before = user.processes()
     args = dict(args, users=[user.name if u == 'USER' else u for u in args['users']])
 
@@ -188,6 +195,7 @@ def test_bad_input_is_refused_before_anything_is_signalled(target, user_factory,
     assert 'sessions' not in result
     assert all(p.alive() for p in before)
     assert session.client_running()
+    assert set(p.key() for p in user.processes()) == set(p.key() for p in before)
 
 
 def test_a_uid_whose_account_is_gone_is_still_revoked(target, user_factory, mosh_session_factory, bystander):

@@ -84,15 +84,6 @@ def test_ssh_logins_and_orphans(target, user_factory, mosh_session_factory, ssh_
     assert [p['pid'] for p in orphans['processes']] == [orphan.pid]
 
 
-def test_facts_module_changes_nothing_and_needs_no_users(default_target, user_factory, mosh_session_factory):
-    user = user_factory()
-    session = mosh_session_factory(user)
-    result = default_target.run('session_facts', {}, check=True)
-    assert result['changed'] is False
-    assert sessions_of(result, user.uid)[0]['server_pid'] == session.server.pid
-    assert session.client_running()
-
-
 # The setgid helper every utmp-writing terminal program uses (mosh-server too). Any user may call it: it writes
 # a USER_PROCESS record for the pty whose master is its stdin, with ut_pid = its caller and ut_user = the
 # caller's name, and any host text the caller likes.
