@@ -52,7 +52,7 @@ class Host:
 
     def kill_all_as(self, uid: int, gid: int) -> None:
         """``kill(-1, SIGKILL)`` with ``uid``: every process of the UID that this host can see."""
-        procfs._kill_all_as(uid, gid)  # pylint: disable=protected-access
+        procfs.kill_all_as(uid, gid)
 
     def run(self, argv: Sequence[str], *, check: bool = True, input: Optional[str] = None,
             timeout: float = 60, env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
