@@ -12,15 +12,13 @@ the system's real state (procfs) as well as the module's result.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 
 import pytest
 
-from sgtest import MOSH_EXITING, TestUser, procfs
+from sgtest import MOSH_EXITING, procfs
 from sgtest.escapees import start_escapees
-from sgtest.users import owner_tag
 from sgtest.waiting import wait_for
 from test_revoke_sessions import revoke_watching, tty_of
 
@@ -477,24 +475,9 @@ def test_default_scope_finds_servers_by_behaviour_ldso_and_patched_copy(
 
 @pytest.fixture
 def sssd_user(sg_scope):
-    """``Bob.Smith@corp.example`` in the local /etc/passwd (``useradd --badname``), registered with the scope so
-    its teardown kills, deletes and verifies it like any test user."""
-    factory = sg_scope.users
-    host = factory.host
-    assert host.run(['getent', 'passwd', SSSD_NAME], check=False).returncode != 0, SSSD_NAME + ' already exists'
-    uid = factory._free_uid()   # pylint: disable=protected-access
-    host.run(['useradd', '--badname', '-U', '-m', '-s', '/bin/bash', '-u', str(uid), '-c', owner_tag(), SSSD_NAME])
-    fields = host.run(['getent', 'passwd', SSSD_NAME]).stdout.strip().split(':')
-    key_dir = os.path.join(factory.state_dir, 'sssd-%d' % uid)
-    os.makedirs(key_dir, mode=0o700)
-    user = TestUser(host, SSSD_NAME, int(fields[2]), int(fields[3]), fields[5], os.path.join(key_dir, 'id_ed25519'),
-                    '/bin/bash')
-    factory.users.append(user)
-    sg_scope.harness.all_users.append(user)
-    host.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'sgtest-sssd', '-f', user.key_path])
-    user.authorize_key()
-    yield user
-    shutil.rmtree(key_dir, ignore_errors=True)
+    """``Bob.Smith@corp.example`` in the local /etc/passwd (``useradd --badname``), made by the scope so its
+    teardown kills, deletes and verifies it like any test user."""
+    return sg_scope.user(SSSD_NAME)
 
 
 def test_default_scope_revokes_a_directory_style_name(target, sssd_user, mosh_session_factory, bystander):

@@ -6,8 +6,8 @@ import signal
 import subprocess
 import time
 
-import sgansible
 from sgtest import procfs, utmp
+from sgtest.ansible import TARGETS, Target
 from sgtest.escapees import start_escapees
 from test_revoke_sessions import tty_of
 
@@ -45,7 +45,7 @@ def test_session_turns_detached_after_its_client_is_killed(user_factory, mosh_se
     """One session serves every target: mosh's 30 s of silence are waited out once."""
     user = user_factory()
     session = mosh_session_factory(user)
-    targets = [sgansible.Target(name) for name in sorted(sgansible.TARGETS)]
+    targets = [Target(name) for name in sorted(TARGETS)]
     for t in targets:
         [entry] = sessions_of(t.run('session_facts', {'users': [user.name]}), user.uid)
         assert entry['state'] == 'attached', t

@@ -103,7 +103,9 @@ set -e
 
 # 5. Judge ------------------------------------------------------------------------------------
 problems=0
-# Any skip of a sanity test on a supported target Python is a failure (style.md pitfall 2).
+# Any skip of a sanity test on a supported target Python is a failure: without --docker, ansible-test
+# only warns ("Skipping sanity test ... because it could not be found") for a Python missing on PATH,
+# and the collection must pass compile and import on every Python it supports.
 versions_re=$(IFS='|'; echo "${SG_TARGET_PYTHONS[*]//./\\.}")
 if grep -E "Skipping sanity test .* on Python ($versions_re)( |\.|$)" "$log" >&2; then
     echo "sanity: FAILED: the test(s) above were skipped on a supported Python" >&2
