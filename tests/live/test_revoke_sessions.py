@@ -159,6 +159,14 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     bystander.assert_untouched()
 
 
+@pytest.fixture(scope='module')
+def untouchable(module_user_factory, module_mosh_session_factory):
+    """One mosh session that every bad-input case aims at and none may touch (one session, not one per case:
+    a case that wrongly signals it fails itself and every later case)."""
+    user = module_user_factory()
+    return user, module_mosh_session_factory(user)
+
+
 @pytest.mark.parametrize('args, needle', [
     ({'users': ['root']}, "'root'"),
     ({'users': ['daemon']}, "'daemon'"),
@@ -175,14 +183,6 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     ({'users': ['root', 'USER'], 'scope': 'all', 'allow_system_users': True}, "'root'"),
 ], ids=['root', 'system-name', 'system-uid', 'empty', 'malformed', 'negative-grace', 'unknown-scope',
         'superscript-digit', 'arabic-digits', 'boolean', 'nan-grace', 'inf-grace', 'root-scope-all'])
-@pytest.fixture(scope='module')
-def untouchable(module_user_factory, module_mosh_session_factory):
-    """One mosh session that every bad-input case aims at and none may touch (one session, not one per case:
-    a case that wrongly signals it fails itself and every later case)."""
-    user = module_user_factory()
-    return user, module_mosh_session_factory(user)
-
-
 def test_bad_input_is_refused_before_anything_is_signalled(target, untouchable, args, needle):
     user, session = untouchable
     before = user.processes()
