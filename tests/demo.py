@@ -13,10 +13,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path[:0] = [os.path.join(HERE, 'lib'), os.path.join(HERE, 'fleet')]
+sys.path.insert(0, os.path.join(HERE, 'lib'))
 
-from sgfleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
-from sgfleet.ansible import ansible_env  # noqa: E402  pylint: disable=wrong-import-position
+from sgtest.ansible import ansible_env  # noqa: E402  pylint: disable=wrong-import-position
+from sgtest.fleet import Fleet  # noqa: E402  pylint: disable=wrong-import-position
 from sgtest.escapees import start_escapees  # noqa: E402  pylint: disable=wrong-import-position
 
 HOSTS = 4

@@ -6,9 +6,10 @@
 #   1. tests/bootstrap.sh    system packages, .venv, psutil on the target Pythons
 #   2. tests/tools/sanity.sh ansible-test sanity, compile/import on Python 3.9 to 3.13
 #   3. tests/tools/lint.sh   ansible-lint (production), changelog, yamllint, antsibull-docs
-#   4. pytest                tests/unit, tests/live and tests/fleet (testpaths in pyproject.toml)
+#   4. tests/tools/integration.sh  ansible-test integration --local (tests/integration/targets)
+#   5. pytest                tests/unit, tests/live and tests/fleet (testpaths in pyproject.toml)
 #
-# Steps 2 to 4 all run even when an earlier one fails; the exit code is non-zero if any failed.
+# Steps 2 to 5 all run even when an earlier one fails; the exit code is non-zero if any failed.
 # pytest collecting no test at all (exit code 5) counts as a failure.
 set -uo pipefail
 # shellcheck source-path=SCRIPTDIR source=tools/common.sh
@@ -25,9 +26,9 @@ step() {
     "$@"
     rc=$?
     if [ "$rc" -eq 0 ]; then
-        summary+=("$(printf 'PASS  %-10s %4ss' "$name" $((SECONDS - start)))")
+        summary+=("$(printf 'PASS  %-11s %4ss' "$name" $((SECONDS - start)))")
     else
-        summary+=("$(printf 'FAIL  %-10s %4ss  (exit code %s)' "$name" $((SECONDS - start)) "$rc")")
+        summary+=("$(printf 'FAIL  %-11s %4ss  (exit code %s)' "$name" $((SECONDS - start)) "$rc")")
         failed=1
     fi
     return "$rc"
@@ -44,6 +45,7 @@ if ! step bootstrap bash tests/bootstrap.sh; then
 fi
 step sanity bash tests/tools/sanity.sh
 step lint bash tests/tools/lint.sh
+step integration bash tests/tools/integration.sh
 
 ANSIBLE_COLLECTIONS_PATH=$(bash tests/tools/collection-path.sh) || exit 1
 export ANSIBLE_COLLECTIONS_PATH

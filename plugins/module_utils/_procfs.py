@@ -152,7 +152,7 @@ class Fds(object):
 
     def __init__(self, sockets=(), pty_masters=(), readable=True):
         self.sockets = set(sockets)
-        self.pty_masters = list(pty_masters)   # pts indexes (``tty-index`` in fdinfo); -1 if unknown
+        self.pty_masters = list(pty_masters)   # pts indexes (``tty-index`` in fdinfo)
         self.readable = readable
 
 
@@ -337,7 +337,7 @@ class ProcfsReader(object):
 
     def read_fds(self, pid):
         d = self.path(pid, 'fd')
-        sockets, masters = set(), []
+        sockets, files = set(), []
         try:
             names = os.listdir(d)
         except OSError:
@@ -349,10 +349,20 @@ class ProcfsReader(object):
                 continue
             if target.startswith('socket:['):
                 sockets.add(int(target[8:-1]))
-            elif target == '/dev/ptmx' or target.endswith('/ptmx'):
-                # Any devpts instance's ptmx (a container's, or one mounted elsewhere) is a pty master; the kernel
-                # names its pty in fdinfo.
-                masters.append(self._tty_index(pid, fd))
+            elif target.startswith('/'):
+                files.append(fd)
+        # A pty master is known by what the kernel says of the open file, not by its path: a user can open the
+        # ptmx device through a bind mount with any name (in a user and mount namespace of their own), and a
+        # path is all readlink shows. The kernel writes ``tty-index`` into fdinfo for pty masters only (the
+        # slave side has none). stat() on the fd would give the device number too, but stat reaches the file's
+        # filesystem and hangs on a hung FUSE mount; fdinfo never leaves procfs. Only a process that also holds
+        # a socket can be a server, so only its files are asked.
+        masters = []
+        if sockets:
+            for fd in files:
+                index = self._tty_index(pid, fd)
+                if index is not None:
+                    masters.append(index)
         return Fds(sockets, masters)
 
     def _tty_index(self, pid, fd):
@@ -360,9 +370,9 @@ class ProcfsReader(object):
             for line in _read(self.path(pid, 'fdinfo', fd)).split(b'\n'):
                 if line.startswith(b'tty-index:'):
                     return int(line.split()[1])
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             pass
-        return -1
+        return None
 
 
 class PsutilReader(ProcfsReader):

@@ -50,11 +50,12 @@ class Plan(object):
         self._foreign_ids = set(p.identity() for p in self.foreign)
         self._disc = disc
         self.spared, self.reported = [], []
+        self._kill, self._report = {}, {}   # id(session) -> the members it ends / only reports
         self.labels = {'sids': set(), 'audit': set(), 'logind': set()}
         self._member_of = {}
         self._label_of = {'audit': {}, 'sids': {}}
         for s in self.sessions:
-            s.kill, s.report = [], []
+            kill, report = self._kill.setdefault(id(s), []), self._report.setdefault(id(s), [])
             for p in s.members:
                 self._member_of.setdefault(p.pid, s)
                 if p.zombie:
@@ -62,10 +63,10 @@ class Plan(object):
                 if p.pid in self.exclude:
                     self.spared.append(p)
                 elif self._endable(s, p):
-                    s.kill.append(p)
+                    kill.append(p)
                 else:
-                    s.report.append(p)
-            self.reported.extend(s.report)
+                    report.append(p)
+            self.reported.extend(report)
             for k, v in s.labels().items():
                 self.labels[k] |= v
                 for value in v if k in self._label_of else ():
@@ -104,14 +105,18 @@ class Plan(object):
     def _started_by_user(self, s, p):
         return (s.audit_session is not None and p.audit_session == s.audit_session) or p.loginuid in self.uids
 
+    def kill_of(self, s):
+        """The members of session ``s`` this revocation ends."""
+        return self._kill.get(id(s), [])
+
     @property
     def procs(self):
-        return [p for s in self.sessions for p in s.kill]
+        return [p for s in self.sessions for p in self.kill_of(s)]
 
     def graceful(self):
         """Identities of the mosh servers to end: they get SIGTERM so their clients hear mosh's shutdown."""
         return set(s.leader.identity() for s in self.sessions
-                   if s.kind == 'mosh' and s.leader is not None and s.leader in s.kill)
+                   if s.kind == 'mosh' and s.leader is not None and s.leader in self.kill_of(s))
 
     def session_of(self, proc):
         s = self._member_of.get(proc.pid)
@@ -214,7 +219,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
             result['absent_users'].append(t.spec)
 
     if check_mode or not plan.procs:
-        entries = [session_entry(s, s.kill, clock, addresses.get(id(s), (None, None))) for s in plan.sessions if s.kill]
+        entries = [session_entry(s, plan.kill_of(s), clock, addresses.get(id(s), (None, None)))
+                   for s in plan.sessions if plan.kill_of(s)]
         result.update(session_entries(entries))
         return result
 

@@ -239,6 +239,9 @@ def _label(value):
 class Session(object):
     """A login to end or report: a mosh server, an SSH connection, or (scope all) the rest."""
 
+    __slots__ = ('kind', 'uid', 'leader', 'members', 'tty', 'tty_pid', 'pty_index', 'child', 'identified_by',
+                 'audit_session', 'logind_session', 'cgroup', '_snap')
+
     def __init__(self, kind, uid, leader, snap):
         self.kind = kind
         self.uid = uid
@@ -295,14 +298,13 @@ def is_sshd_connection(proc):
 class Discovery(object):
     """Finds sessions in one snapshot.
 
-    ``uids``: only sessions of these users (None: every user). ``exclude``: PIDs never to include
-    (the module's own process and its ancestors).
+    ``uids``: only sessions of these users (None: every user). Which members may be ended, and which are the
+    task's own chain, is the plan's business, not discovery's.
     """
 
-    def __init__(self, snap, uids=None, exclude=(), judge=None):
+    def __init__(self, snap, uids=None, judge=None):
         self.snap = snap
         self.uids = set(uids) if uids is not None else None
-        self.exclude = set(exclude)
         self.judge = judge or ExeJudge()
         self.claimed = {}   # pid -> Session
         self.foreign = []   # processes of the users in other PID namespaces that are not theirs
@@ -358,7 +360,7 @@ class Discovery(object):
         s = Session('mosh', server.uid, server, self.snap)
         kids = [self.snap.get(c) for c in self.snap.children.get(server.pid, ())]
         kids = [k for k in kids if k is not None]
-        masters = [i for i in server.fds.pty_masters if i >= 0]
+        masters = server.fds.pty_masters
         for k in kids:
             if k.sid == k.pid:
                 s.child = k
@@ -419,7 +421,7 @@ class Discovery(object):
         picked = {}
 
         def take(p):
-            if p.pid in picked or p.pid in self.exclude or p.pid == 1 or p.kernel_thread:
+            if p.pid in picked or p.pid == 1 or p.kernel_thread:
                 return
             if p.pid in self.claimed and self.claimed[p.pid] is not s:
                 return
@@ -474,7 +476,7 @@ class Discovery(object):
         """Live processes of ``uid`` that belong to no discovered session (foreign ones set aside)."""
         out = []
         for p in self.snap:
-            if (p.has_uid(uid) and p.pid not in self.claimed and p.pid not in self.exclude and not p.zombie
+            if (p.has_uid(uid) and p.pid not in self.claimed and not p.zombie
                     and not p.kernel_thread):
                 if self.is_foreign(p):
                     if p not in self.foreign:

@@ -217,10 +217,18 @@ def _interrupt(signum, _frame):
 class Engine(object):
     """Runs one termination: snapshot-driven, frozen while it works, verified by a fresh scan.
 
-    ``rescan()`` returns the Procs tied to the revocation in a fresh snapshot; ``verify()`` the tied Procs
-    still alive in a last full scan (the verdict). ``graceful`` holds the identities of the processes that get
-    SIGTERM and ``grace`` seconds (the mosh servers, so their clients hear mosh's clean shutdown); everything
-    else of the set is killed while frozen, so nothing of it runs between the warning and the end.
+    Stages: freeze, catch-up, notice, grace, kill, sweep, chase, verify (``run`` gives their order). Parameters:
+
+    ``grace_period``  seconds the mosh servers get between SIGTERM and SIGKILL, so their clients hear mosh's
+                      clean shutdown; everything else of the set is killed while frozen.
+    ``rescan()``      the Procs tied to the revocation in a fresh snapshot (catch-up, kill and chase rounds).
+    ``verify()``      the tied Procs still alive in a last full scan: the verdict (``rescan`` if not given).
+    ``probe(pid)``    the Proc at ``pid`` when it is tied to the revocation, else None: checks the newest PIDs
+                      for a fork-hopper between scans (None: no probing).
+    ``root``          the procfs mount to work on.
+    ``prefer_cgroup`` freeze with a cgroup v2 freezer where one can be made, else with SIGSTOP.
+    ``chase``         seconds to keep rescanning after the kill for stragglers.
+    ``watchdog``      start the watchdog that kills (never thaws) the set if this process dies mid-run.
     """
 
     def __init__(self, grace_period, rescan, verify=None, root=PROC, prefer_cgroup=True, chase=CHASE_SECONDS,

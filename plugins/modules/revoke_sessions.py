@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: revoke_sessions
 short_description: End a user's mosh sessions, and everything tied to them, on a host
+version_added: 1.0.0
 description:
   - Finds every mosh-server of the given users, by what it is rather than by its name, and ends it together with
     everything tied to its session - descendants, processes of the same pty session, and every process carrying

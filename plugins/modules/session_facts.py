@@ -8,6 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 module: session_facts
 short_description: Audit live mosh (and SSH) sessions on a host as facts
+version_added: 1.0.0
 description:
   - Sets C(ansible_facts['sessionguard_sessions']), a list of the live mosh sessions on the host - who, since when,
     on which UDP port, in what state, from which client address, launched from which SSH connection, and what is

@@ -1,17 +1,37 @@
-"""Fixtures for tests on the fleet of namespaced hosts (tests/fleet/README.md).
+"""The fleet of namespaced hosts (tests/fleet/README.md) as the hosts of the shared fixtures.
 
-The fixtures live in sgfleet.fixtures so that other test directories can import them too.
+``fleet`` (session): a :class:`sgtest.fleet.Fleet` of ``$SG_FLEET_HOSTS`` (default 4) hosts, one of
+each profile, on the lowest free block of loopback addresses; brought down at the end and verified
+(teardown errors if anything is left). Fleets of crashed earlier runs are purged first.
+
+It overrides ``sg_fleet``, so ``user_factory``, ``mosh_session_factory``, ``ssh_session_factory``,
+``bystander_factory`` and ``sg_scope`` (tests/conftest.py) work on the fleet's hosts here:
+``user_factory(hosts=[...])`` makes the user on those hosts only, and a session or bystander names
+its host (``mosh_session_factory(user, host)``).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pytest
 
-from sgfleet.fixtures import *  # noqa: E402,F401,F403  pylint: disable=wrong-import-position,wildcard-import,unused-wildcard-import
+from sgtest.fleet import Fleet, new_state_dir, purge_stale_fleets
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "fleet: needs root; brings up namespaced sshd hosts (tests/fleet)")
+@pytest.fixture(scope="session")
+def fleet():
+    purge_stale_fleets()
+    f = Fleet(new_state_dir("pt"), kind="pytest")
+    try:
+        f.up(int(os.environ.get("SG_FLEET_HOSTS", "4")), first=None)
+    except BaseException:
+        f.down(check=False)
+        raise
+    yield f
+    f.down()
+
+
+@pytest.fixture(scope="session")
+def sg_fleet(fleet):
+    return fleet

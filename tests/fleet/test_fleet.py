@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 import sgtest
-from sgfleet import Fleet, FleetError
-from sgfleet.fleet import NAMESPACES, _mounts_touching, new_state_dir
-from sgtest import AUDIT_UNSET, MOSH_EXITING, procfs, utmp
+from sgtest import AUDIT_UNSET, MOSH_EXITING, HarnessError, procfs, utmp
+from sgtest.fleet import NAMESPACES, Fleet, new_state_dir
+from sgtest.fleet.mounts import mounts_touching
 
 pytestmark = pytest.mark.fleet
 
@@ -56,7 +56,7 @@ def mounts_below(path: str) -> list:
             seen.setdefault(link, pid)
     out = []
     for mnt, pid in seen.items():
-        out += [f"{mnt}: {line}" for line in _mounts_touching([path], pid)]
+        out += [f"{mnt}: {line}" for line in mounts_touching([path], pid)]
     return out
 
 
@@ -120,14 +120,14 @@ def test_files_are_per_host(fleet):
     assert subprocess.run(["getent", "passwd", "ops"], capture_output=True, check=False).returncode == 2
 
 
-def test_accounts_exist_only_on_chosen_hosts(fleet, fleet_user_factory):
+def test_accounts_exist_only_on_chosen_hosts(fleet, user_factory):
     a, b = fleet.hosts[:2]
-    u = fleet_user_factory(hosts=[a])
+    u = user_factory(hosts=[a])
     assert u.on(a).account_exists()
-    assert [h.name for h in u.absent_on] == [h.name for h in fleet.hosts if h is not a]
+    assert u.hosts == [a]
     assert b.run(["getent", "passwd", u.name], check=False).returncode == 2
     assert subprocess.run(["getent", "passwd", u.name], capture_output=True, check=False).returncode == 2
-    with pytest.raises(FleetError, match="no account on"):
+    with pytest.raises(HarnessError, match="no account on"):
         u.on(b)
     assert a.sshd.run_as(u.on(a), "hostname").stdout.strip() == a.name
     cp = subprocess.run(b.sshd.ssh_argv(u.on(a), "true"), capture_output=True, text=True, timeout=30,
@@ -135,9 +135,9 @@ def test_accounts_exist_only_on_chosen_hosts(fleet, fleet_user_factory):
     assert cp.returncode == 255 and "Permission denied" in cp.stderr
 
 
-def test_lock_and_expiry_stay_on_their_host(fleet, fleet_user_factory):
+def test_lock_and_expiry_stay_on_their_host(fleet, user_factory):
     a, b = fleet.hosts[:2]
-    u = fleet_user_factory(hosts=[a, b])
+    u = user_factory(hosts=[a, b])
     shadow_b = b.run(["getent", "shadow", u.name]).stdout
     a.run(["usermod", "-L", u.name])
     assert a.run(["getent", "shadow", u.name]).stdout.split(":")[1].startswith("!")
@@ -151,8 +151,8 @@ def test_lock_and_expiry_stay_on_their_host(fleet, fleet_user_factory):
     assert b.sshd.run_as(u.on(b), "hostname").stdout.strip() == b.name
 
 
-def test_ssh_login_gets_a_real_audit_session_on_every_host(fleet, fleet_user_factory):
-    u = fleet_user_factory()
+def test_ssh_login_gets_a_real_audit_session_on_every_host(fleet, user_factory):
+    u = user_factory()
     seen = set()
     for h in fleet.hosts:
         loginuid, sessionid = h.sshd.audit_ids(u.on(h))
@@ -189,10 +189,10 @@ def test_hosts_differ_in_python_and_psutil(fleet):
 # --------------------------------------------------------------------------- sessions
 
 
-def test_mosh_session_server_lives_in_the_host(fleet, fleet_user_factory, fleet_mosh_factory):
+def test_mosh_session_server_lives_in_the_host(fleet, user_factory, mosh_session_factory):
     h, other = fleet.hosts[1], fleet.hosts[0]
-    u = fleet_user_factory(hosts=[h, other])
-    s = fleet_mosh_factory(u, h)
+    u = user_factory(hosts=[h, other])
+    s = mosh_session_factory(u, h)
     print(f"\nmosh session to {h.name} up in {s.connect_seconds:.2f}s")
     # the client runs on the machine (the "laptop")
     assert s.client_running() and s.client.comm == "mosh-client" and s.client.proc_root == "/proc"
@@ -224,19 +224,19 @@ def test_mosh_session_server_lives_in_the_host(fleet, fleet_user_factory, fleet_
     assert all(e.alive() for e in esc.values())
 
 
-def test_mosh_session_with_a_command(fleet, fleet_user_factory, fleet_mosh_factory):
+def test_mosh_session_with_a_command(fleet, user_factory, mosh_session_factory):
     h = fleet.hosts[2]
-    u = fleet_user_factory(hosts=[h])
-    s = fleet_mosh_factory(u, command=["bash", "-c", "echo out-$(hostname); exec sleep 600"])
+    u = user_factory(hosts=[h])
+    s = mosh_session_factory(u, command=["bash", "-c", "echo out-$(hostname); exec sleep 600"])
     s.wait_screen(rf"^out-{h.name}\s*$")
     assert s.client_running() and s.client_exit_status() is None
     assert s.shell.comm == "sleep" or s.shell.cmdline[:2] == ("bash", "-c")
 
 
-def test_plain_ssh_session(fleet, fleet_user_factory, fleet_ssh_factory):
+def test_plain_ssh_session(fleet, user_factory, ssh_session_factory):
     h = fleet.hosts[3]
-    u = fleet_user_factory(hosts=[h])
-    s = fleet_ssh_factory(u)
+    u = user_factory(hosts=[h])
+    s = ssh_session_factory(u)
     assert s.running()
     assert s.shell.proc_root == h.proc_root and s.sshd_session.comm.startswith("sshd")
     assert s.shell.loginuid == u.uid and s.shell.sessionid not in (None, AUDIT_UNSET)
@@ -246,20 +246,20 @@ def test_plain_ssh_session(fleet, fleet_user_factory, fleet_ssh_factory):
     assert s.wait_exit(10) == 3
 
 
-def test_killing_a_user_on_one_host_spares_the_other_hosts(fleet, fleet_user_factory, fleet_mosh_factory):
+def test_killing_a_user_on_one_host_spares_the_other_hosts(fleet, user_factory, mosh_session_factory):
     a, b = fleet.hosts[:2]
-    u = fleet_user_factory(hosts=[a, b])
-    sa = fleet_mosh_factory(u, a)
-    sb = fleet_mosh_factory(u, b)
+    u = user_factory(hosts=[a, b])
+    sa = mosh_session_factory(u, a)
+    sb = mosh_session_factory(u, b)
     killed = u.on(a).kill_all()
     assert sa.server.key() in {p.key() for p in killed}
     assert not sa.server.alive() and not u.on(a).processes()
     assert sb.server.alive() and sb.shell.alive() and sb.client_running()
 
 
-def test_bystander_on_a_host(fleet, fleet_bystander_factory):
+def test_bystander_on_a_host(fleet, bystander_factory):
     h = fleet.hosts[0]
-    b = fleet_bystander_factory(h)
+    b = bystander_factory(h)
     b.assert_untouched()
     assert b.user.host is h and all(p.proc_root == h.proc_root for p in b.recorded.values())
     procfs.kill_procs([b.job.proc])
@@ -319,10 +319,10 @@ def test_init_supervises_sshd_and_ignores_signals_from_inside(fleet):
     assert h.alive() and h.sshd.listening()
 
 
-def test_a_second_sgtest_sshd_can_run_inside_a_host(fleet, fleet_user_factory):
+def test_a_second_sgtest_sshd_can_run_inside_a_host(fleet, user_factory):
     """sgtest.Sshd works on a namespaced host too (state dir, PID file, log inside the host)."""
     h = fleet.hosts[0]
-    u = fleet_user_factory(hosts=[h])
+    u = user_factory(hosts=[h])
     extra = sgtest.Sshd(h, "/run/sgtest-extra-sshd").start()
     try:
         assert extra.address == h.address and extra.port != 22
@@ -414,7 +414,7 @@ def test_down_keeps_the_state_dir_while_something_is_mounted_below_it():
         assert os.path.exists(os.path.join(target, "canary"))
         assert os.path.isdir(f.state_dir)
         assert not f.hosts[0].alive()
-        with pytest.raises(FleetError, match="left things behind"):
+        with pytest.raises(HarnessError, match="left things behind"):
             f.down()
     finally:
         subprocess.run(["umount", target], check=True)

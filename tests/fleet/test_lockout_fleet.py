@@ -2,7 +2,7 @@
 
 Each host's sshd is configured like a stock Debian one for these tests (the fleet's sshd_config includes
 sshd_config.d first): a drop-in turns on password logins and an AuthorizedKeysCommand, so every way in is tried
-for real. Each host has its own /var/lib/sessionguard, cron spool and linger directory (sgfleet/privatevar.py).
+for real. Each host has its own /var/lib/sessionguard, cron spool and linger directory (sgtest/fleet/privatevar.py).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import threading
 
 import pytest
 
-from sgfleet import ansible, ldap
-from sgtest import procfs
+from sgtest import ansible, procfs
 from sgtest.escapees import start_escapees
+from sgtest.fleet import ldap
 from sgtest.lockout import file_state, password_login, shadow_field
 from sgtest.users import TestUser
 from sgtest.waiting import wait_for
@@ -73,12 +73,12 @@ def deny_list(host):
 
 
 @pytest.fixture
-def clean_door(logins, fleet_scope):
+def clean_door(logins, sg_scope):
     """After the test: no lockout of the test's users left on any host (lifted with force if one is)."""
     yield
     left = {}
     for host in logins.hosts:
-        names = [u.name for u in fleet_scope.users]
+        names = [u.name for u in sg_scope.users]
         stuck = [n for n in deny_list(host) if n in names]
         if stuck:
             left[host.name] = stuck
@@ -89,7 +89,7 @@ def clean_door(logins, fleet_scope):
 
 def run_playbook(fleet, name, extra_vars, args=()):
     """``ansible-playbook sessionguard.mosh.NAME -i INVENTORY [args] -e JSON`` as an operator types it."""
-    argv = [ansible._bin('ansible-playbook'), 'sessionguard.mosh.%s' % name, '-i', fleet.inventory_path] + list(args)
+    argv = [ansible.venv_bin('ansible-playbook'), 'sessionguard.mosh.%s' % name, '-i', fleet.inventory_path] + list(args)
     argv += ['-e', json.dumps(extra_vars)]
     with tempfile.TemporaryDirectory(prefix='sgfleet-lockout-') as tmp:
         cp = subprocess.run(argv, capture_output=True, text=True, timeout=900, check=False, cwd=tmp,
@@ -151,9 +151,9 @@ def ops_connects(fleet):
 
 
 def test_revoke_closes_every_door_on_every_host_and_restore_opens_them_exactly(
-        logins, clean_door, fleet_scope, fleet_user_factory, fleet_mosh_factory, fleet_bystander_factory):
+        logins, clean_door, sg_scope, user_factory, mosh_session_factory, bystander_factory):
     fleet = logins
-    user = fleet_user_factory()
+    user = user_factory()
     dated = fleet.hosts[1]
     keys, expiry = {}, {}
     for host in fleet.hosts:
@@ -163,14 +163,14 @@ def test_revoke_closes_every_door_on_every_host_and_restore_opens_them_exactly(
         path = host.path(os.path.join(user.on(host).home, '.ssh', 'authorized_keys'))
         keys[host.name] = (path, file_state(path))
         expiry[host.name] = shadow_field(host, user.name)
-        assert_in(host, user, fleet_scope.dir)
+        assert_in(host, user, sg_scope.dir)
     assert expiry[dated.name] != '' and all(expiry[h.name] == '' for h in fleet.hosts if h is not dated)
     sessions = {}
     for host in fleet.hosts:
-        session = fleet_mosh_factory(user, host)
+        session = mosh_session_factory(user, host)
         start_escapees(session, ('nohup', 'setsid'))
         sessions[host.name] = session
-    bystanders = [fleet_bystander_factory(h) for h in fleet.hosts]
+    bystanders = [bystander_factory(h) for h in fleet.hosts]
 
     run = run_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'revoke_grace_period': 2})
 
@@ -183,8 +183,8 @@ def test_revoke_closes_every_door_on_every_host_and_restore_opens_them_exactly(
         assert deny_list(host) == [user.name]
         assert shadow_field(host, user.name) == '1'
         assert not os.path.exists(keys[host.name][0])
-        assert_out(host, user, fleet_scope.dir)
-        assert_mosh_refused(fleet_scope, user, host)
+        assert_out(host, user, sg_scope.dir)
+        assert_mosh_refused(sg_scope, user, host)
     for b in bystanders:
         assert b.user.host.sshd.run_as(b.user, 'true', check=False).returncode == 0
         b.assert_untouched()
@@ -203,14 +203,14 @@ def test_revoke_closes_every_door_on_every_host_and_restore_opens_them_exactly(
         assert file_state(path) == before, host.name
         assert shadow_field(host, user.name) == expiry[host.name], host.name
         assert deny_list(host) == []
-        assert_in(host, user, fleet_scope.dir)
+        assert_in(host, user, sg_scope.dir)
     for b in bystanders:
         b.assert_untouched()
 
 
-def test_check_diff_changes_nothing_and_shows_the_door(logins, clean_door, fleet_scope, fleet_user_factory):
+def test_check_diff_changes_nothing_and_shows_the_door(logins, clean_door, sg_scope, user_factory):
     fleet = logins
-    user = fleet_user_factory()
+    user = user_factory()
     watched = {}
     for host in fleet.hosts:
         watched[host.name] = [file_state(host.path(p)) for p in (
@@ -225,19 +225,19 @@ def test_check_diff_changes_nothing_and_shows_the_door(logins, clean_door, fleet
         assert [file_state(host.path(p)) for p in (
             '/etc/shadow', '/etc/pam.d/sshd', os.path.join(user.on(host).home, '.ssh', 'authorized_keys'))] + [
             sorted(os.listdir(host.path('/etc/ssh/sshd_config.d'))), deny_list(host)] == watched[host.name]
-        assert_in(host, user, fleet_scope.dir, password=False)
+        assert_in(host, user, sg_scope.dir, password=False)
     assert run.stdout.count('+%s' % user.name) >= len(fleet.hosts)          # the deny entry
     assert run.stdout.count('+1970-01-02') == len(fleet.hosts)              # the expiry
     assert run.stdout.count('+(moved to the quarantine)') == len(fleet.hosts)  # the key file
 
 
 def test_a_host_with_a_broken_sshd_config_fails_and_the_rest_still_happens(
-        logins, clean_door, fleet_scope, fleet_user_factory, fleet_mosh_factory, fleet_bystander_factory):
+        logins, clean_door, sg_scope, user_factory, mosh_session_factory, bystander_factory):
     fleet = logins
     broken_host = fleet.hosts[0]
-    user = fleet_user_factory()
-    session = fleet_mosh_factory(user, broken_host)
-    bystander = fleet_bystander_factory(broken_host)
+    user = user_factory()
+    session = mosh_session_factory(user, broken_host)
+    bystander = bystander_factory(broken_host)
     sshd_pid = broken_host.sshd.refresh()
     bad = broken_host.path('/etc/ssh/sshd_config.d/50-broken.conf')
     with open(bad, 'w') as f:
@@ -259,16 +259,16 @@ def test_a_host_with_a_broken_sshd_config_fails_and_the_rest_still_happens(
         assert shadow_field(broken_host, user.name) == '1'
         assert not os.path.exists(broken_host.path(os.path.join(user.on(broken_host).home, '.ssh', 'authorized_keys')))
         assert not os.path.exists(broken_host.path('/etc/ssh/sshd_config.d/sessionguard-lockout.conf'))
-        assert_out(broken_host, user, fleet_scope.dir, password=False)
+        assert_out(broken_host, user, sg_scope.dir, password=False)
         bystander.assert_untouched()
     finally:
         os.unlink(bad)
     assert run_playbook(fleet, 'restore', {'restore_users': [user.name]}).rc == 0
 
 
-def test_protected_users_fail_before_anything_changes_on_any_host(logins, clean_door, fleet_scope, fleet_user_factory):
+def test_protected_users_fail_before_anything_changes_on_any_host(logins, clean_door, sg_scope, user_factory):
     fleet = logins
-    user = fleet_user_factory()
+    user = user_factory()
     before = dict((h.name, (file_state(h.path('/etc/shadow')), file_state(h.path('/etc/pam.d/sshd')), deny_list(h)))
                   for h in fleet.hosts)
 
@@ -281,14 +281,14 @@ def test_protected_users_fail_before_anything_changes_on_any_host(logins, clean_
         assert 'Close the door' not in run.stdout.split('Refusing:')[1]
     for h in fleet.hosts:
         assert (file_state(h.path('/etc/shadow')), file_state(h.path('/etc/pam.d/sshd')), deny_list(h)) == before[h.name]
-        assert_in(h, user, fleet_scope.dir, password=False)
+        assert_in(h, user, sg_scope.dir, password=False)
     assert ops_connects(fleet)
 
 
-def test_ten_lockouts_at_once_on_one_host_leave_ten_entries(logins, clean_door, fleet_scope, fleet_user_factory):
+def test_ten_lockouts_at_once_on_one_host_leave_ten_entries(logins, clean_door, sg_scope, user_factory):
     fleet = logins
     host = fleet.hosts[-1]
-    users = [fleet_user_factory(hosts=[host]) for _i in range(10)]
+    users = [user_factory(hosts=[host]) for _i in range(10)]
     runs = {}
     go = threading.Barrier(10)
 
@@ -308,15 +308,15 @@ def test_ten_lockouts_at_once_on_one_host_leave_ten_entries(logins, clean_door, 
     assert sorted(deny_list(host)) == sorted(u.name for u in users)
     with open(host.path('/etc/ssh/sshd_config.d/sessionguard-lockout.conf')) as f:
         assert sorted(line.split()[1] for line in f if line.startswith('DenyUsers')) == sorted(u.name for u in users)
-    assert_out(host, users[0], fleet_scope.dir, password=False)
+    assert_out(host, users[0], sg_scope.dir, password=False)
     assert run_playbook(fleet, 'restore', {'restore_users': [u.name for u in users], 'sessionguard_hosts': host.name}).rc == 0
     assert deny_list(host) == []
 
 
-def test_persistence_is_set_aside_and_restored_on_the_fleet(logins, clean_door, fleet_scope, fleet_user_factory):
+def test_persistence_is_set_aside_and_restored_on_the_fleet(logins, clean_door, sg_scope, user_factory):
     fleet = logins
     host = fleet.hosts[0]
-    user = fleet_user_factory(hosts=[host])
+    user = user_factory(hosts=[host])
     host.run(['crontab', '-u', user.name, '-'], input='7 4 * * * echo sessionguard-fleet\n')
     host.sshd.run_as(user.on(host), 'echo echo sessionguard-fleet | at now + 3 hours 2>&1')
     open(host.path('/var/lib/systemd/linger/' + user.name), 'w').close()
@@ -347,32 +347,32 @@ def test_persistence_is_set_aside_and_restored_on_the_fleet(logins, clean_door, 
     assert user.name in host.run(['atq']).stdout
 
 
-def test_a_user_with_command_keys_only_is_refused_and_let_back(logins, clean_door, fleet_scope, fleet_user_factory):
+def test_a_user_with_command_keys_only_is_refused_and_let_back(logins, clean_door, sg_scope, user_factory):
     fleet = logins
-    user = fleet_user_factory(authorize=False)
+    user = user_factory(authorize=False)
     for host in fleet.hosts:
         with open(host.path(os.path.join(AKC_DIR, user.name)), 'w') as f:
             f.write(user.pubkey + '\n')
-        assert_in(host, user, fleet_scope.dir, password=False)
+        assert_in(host, user, sg_scope.dir, password=False)
     try:
         run = run_playbook(fleet, 'revoke', {'revoke_users': [user.name]})
         assert run.rc == 0, run.describe()
         for host in fleet.hosts:
-            assert_out(host, user, fleet_scope.dir, password=False)
+            assert_out(host, user, sg_scope.dir, password=False)
         assert run_playbook(fleet, 'restore', {'restore_users': [user.name]}).rc == 0
         for host in fleet.hosts:
-            assert_in(host, user, fleet_scope.dir, password=False)
+            assert_in(host, user, sg_scope.dir, password=False)
     finally:
         for host in fleet.hosts:
             os.unlink(host.path(os.path.join(AKC_DIR, user.name)))
 
 
 def test_an_unreachable_host_is_reported_and_the_printed_command_finishes_the_job(
-        logins, clean_door, fleet_scope, fleet_user_factory, fleet_mosh_factory):
+        logins, clean_door, sg_scope, user_factory, mosh_session_factory):
     fleet = logins
-    user = fleet_user_factory()
+    user = user_factory()
     down = fleet.hosts[-1]
-    session = fleet_mosh_factory(user, down)
+    session = mosh_session_factory(user, down)
     down.sshd.stop()
     # Earlier runs' multiplexed connections (ControlPersist) would outlive the listener: end them too.
     conns = [p for p in procfs.iter_procs(down.proc_root) if p.comm.startswith('sshd')]
@@ -391,7 +391,7 @@ def test_an_unreachable_host_is_reported_and_the_printed_command_finishes_the_jo
         down.sshd.start()
     # Run exactly as printed, with ansible-playbook on PATH as on an operator's machine.
     env = ansible.ansible_env()
-    env['PATH'] = os.path.dirname(ansible._bin('ansible-playbook')) + os.pathsep + env.get('PATH', '')
+    env['PATH'] = os.path.dirname(ansible.venv_bin('ansible-playbook')) + os.pathsep + env.get('PATH', '')
     with tempfile.TemporaryDirectory() as tmp:
         cp = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=900, check=False, cwd=tmp,
                             env=env)
@@ -400,7 +400,7 @@ def test_an_unreachable_host_is_reported_and_the_printed_command_finishes_the_jo
     assert all('"%s: ' % h.name not in cp.stdout for h in fleet.hosts if h is not down)
     assert session.wait_client_exit() == 0 and user.on(down).processes() == []
     assert deny_list(down) == [user.name]
-    assert_out(down, user, fleet_scope.dir, password=False)
+    assert_out(down, user, sg_scope.dir, password=False)
     assert run_playbook(fleet, 'restore', {'restore_users': [user.name]}).rc == 0
 
 
@@ -451,12 +451,12 @@ def directory_user(fleet, server, scope_dir, key_in_home):
     return users
 
 
-def test_directory_users_are_locked_out_on_every_host_and_let_back(logins, directory, fleet_scope, fleet_bystander_factory):
+def test_directory_users_are_locked_out_on_every_host_and_let_back(logins, directory, sg_scope, bystander_factory):
     fleet = logins
-    keyed = directory_user(fleet, directory, fleet_scope.dir, key_in_home=True)
-    commanded = directory_user(fleet, directory, fleet_scope.dir, key_in_home=False)
+    keyed = directory_user(fleet, directory, sg_scope.dir, key_in_home=True)
+    commanded = directory_user(fleet, directory, sg_scope.dir, key_in_home=False)
     names = [keyed[fleet.hosts[0].name].name, commanded[fleet.hosts[0].name].name]
-    bystanders = [fleet_bystander_factory(h) for h in fleet.hosts]
+    bystanders = [bystander_factory(h) for h in fleet.hosts]
     keys = {}
     try:
         for host in fleet.hosts:

@@ -7,11 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from sgfleet import ansible
-from sgtest import procfs
+from sgtest import TestUser, procfs
 from sgtest.escapees import start_escapees
-from sgtest.mosh import MoshSession
-from sgtest.users import TestUser
 
 pytestmark = pytest.mark.fleet
 
@@ -28,13 +25,12 @@ def module_play(module, args, hosts='fleet', check=False):
 
 
 def run_module(fleet, module, args, **kw):
-    return ansible.playbook(fleet.inventory_path, module_play(module, args, **kw))
+    return fleet.playbook(module_play(module, args, **kw))
 
 
 def run_collection_playbook(fleet, name, extra_vars):
     """``ansible-playbook sessionguard.mosh.NAME`` against the fleet inventory."""
-    return ansible.playbook(fleet.inventory_path, [{'ansible.builtin.import_playbook': 'sessionguard.mosh.%s' % name}],
-                            extra_vars=extra_vars)
+    return fleet.playbook([{'ansible.builtin.import_playbook': 'sessionguard.mosh.%s' % name}], extra_vars=extra_vars)
 
 
 def ended_pids(result):
@@ -57,11 +53,11 @@ def bystanders_everywhere(fleet, factory):
     return [factory(h) for h in fleet.hosts]
 
 
-def test_one_run_revokes_a_user_on_every_host(fleet, fleet_user_factory, fleet_mosh_factory,
-                                              fleet_bystander_factory):
-    user = fleet_user_factory()
-    sessions = open_sessions(fleet, user, fleet_mosh_factory)
-    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+def test_one_run_revokes_a_user_on_every_host(fleet, user_factory, mosh_session_factory,
+                                              bystander_factory):
+    user = user_factory()
+    sessions = open_sessions(fleet, user, mosh_session_factory)
+    bystanders = bystanders_everywhere(fleet, bystander_factory)
 
     run = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'revoke_grace_period': 2})
 
@@ -79,12 +75,12 @@ def test_one_run_revokes_a_user_on_every_host(fleet, fleet_user_factory, fleet_m
         assert '%s: revoked - 1 session(s)' % host.name in run.stdout, run.stdout
 
 
-def test_every_host_kind_gives_the_same_result(fleet, fleet_user_factory, fleet_mosh_factory,
-                                               fleet_bystander_factory):
+def test_every_host_kind_gives_the_same_result(fleet, user_factory, mosh_session_factory,
+                                               bystander_factory):
     """Debian Python with and without psutil, pyenv 3.9 and 3.13: same sessions, same processes ended."""
-    user = fleet_user_factory()
-    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup', 'setsid'))
-    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+    user = user_factory()
+    sessions = open_sessions(fleet, user, mosh_session_factory, escapees=('nohup', 'setsid'))
+    bystanders = bystanders_everywhere(fleet, bystander_factory)
 
     run = run_module(fleet, 'revoke_sessions', {'users': [user.name]})
 
@@ -107,11 +103,11 @@ def test_every_host_kind_gives_the_same_result(fleet, fleet_user_factory, fleet_
         b.assert_untouched()
 
 
-def test_user_absent_on_some_hosts(fleet, fleet_user_factory, fleet_mosh_factory, fleet_bystander_factory):
+def test_user_absent_on_some_hosts(fleet, user_factory, mosh_session_factory, bystander_factory):
     present = fleet.hosts[:2]
-    user = fleet_user_factory(hosts=present)
-    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))
-    bystanders = bystanders_everywhere(fleet, fleet_bystander_factory)
+    user = user_factory(hosts=present)
+    sessions = open_sessions(fleet, user, mosh_session_factory, escapees=('nohup',))
+    bystanders = bystanders_everywhere(fleet, bystander_factory)
 
     run = run_module(fleet, 'revoke_sessions', {'users': [user.name]})
 
@@ -130,9 +126,9 @@ def test_user_absent_on_some_hosts(fleet, fleet_user_factory, fleet_mosh_factory
         b.assert_untouched()
 
 
-def test_a_host_with_sshd_down_is_unreachable_and_the_rest_are_revoked(fleet, fleet_user_factory, fleet_mosh_factory):
-    user = fleet_user_factory()
-    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))
+def test_a_host_with_sshd_down_is_unreachable_and_the_rest_are_revoked(fleet, user_factory, mosh_session_factory):
+    user = user_factory()
+    sessions = open_sessions(fleet, user, mosh_session_factory, escapees=('nohup',))
     down = fleet.hosts[-1]
     down.sshd.stop()
     # Earlier runs' multiplexed connections (ControlPersist) would outlive the listener: end them too.
@@ -155,27 +151,23 @@ def test_a_host_with_sshd_down_is_unreachable_and_the_rest_are_revoked(fleet, fl
         down.sshd.start()
 
 
-def test_revoking_the_user_ansible_connects_as(fleet, fleet_scope, fleet_user_factory, fleet_mosh_factory,
-                                               fleet_bystander_factory):
+def test_revoking_the_user_ansible_connects_as(fleet, sg_scope, bystander_factory):
     """ops has a mosh session with escapees on a host; revoking ops (scope all) ends everything of ops
     there except the connection that runs the task, says so, and the run completes."""
     host = fleet.hosts[0]
     uid, gid = fleet_ops_ids(host)
     ops = TestUser(host, 'ops', uid, gid, '/home/ops', fleet.ops_key_path, '/bin/bash')
-    session = MoshSession(host.sshd, ops, fleet_scope._session_dir('mosh'))
-    fleet_scope.sessions.append(session)
-    session.start()
-    session.wait_connected(30)
+    session = sg_scope.mosh(ops)  # ops is not the scope's: its account stays
     escapees = start_escapees(session, ('nohup', 'setsid'))
     procs = [session.server, session.shell] + [e.proc for e in escapees.values()]
-    bystander = fleet_bystander_factory(host)
+    bystander = bystander_factory(host)
 
     play = module_play('revoke_sessions', {'users': ['ops'], 'scope': 'all', 'grace_period': 1}, hosts=host.name)
     play[0]['tasks'].append({'name': 'The connection still works', 'ansible.builtin.command': 'id -un',
                              'changed_when': False})
     play[0]['tasks'][0]['register'] = 'revoked'
     play[0]['tasks'].append({'name': 'Return the revocation', 'ansible.builtin.debug': {'var': 'revoked'}})
-    run = ansible.playbook(fleet.inventory_path, play)
+    run = fleet.playbook(play)
 
     assert run.rc == 0, run.describe()
     result = run.hosts[host.name]['revoked']
@@ -196,10 +188,10 @@ def fleet_ops_ids(host):
     return int(entry[2]), int(entry[3])
 
 
-def test_session_facts_across_the_fleet(fleet, fleet_user_factory, fleet_mosh_factory, fleet_ssh_factory):
-    user = fleet_user_factory()
-    sessions = open_sessions(fleet, user, fleet_mosh_factory, escapees=())
-    logins = dict((h.name, fleet_ssh_factory(user, h)) for h in fleet.hosts[:2])
+def test_session_facts_across_the_fleet(fleet, user_factory, mosh_session_factory, ssh_session_factory):
+    user = user_factory()
+    sessions = open_sessions(fleet, user, mosh_session_factory, escapees=())
+    logins = dict((h.name, ssh_session_factory(user, h)) for h in fleet.hosts[:2])
 
     run = run_module(fleet, 'session_facts', {'users': [user.name], 'include_ssh': True})
 
@@ -222,14 +214,14 @@ def test_session_facts_across_the_fleet(fleet, fleet_user_factory, fleet_mosh_fa
             assert ssh == []
 
 
-def test_a_user_deleted_everywhere_is_not_confirmed_until_revoked_by_uid(fleet, fleet_user_factory,
-                                                                         fleet_mosh_factory, fleet_bystander_factory):
+def test_a_user_deleted_everywhere_is_not_confirmed_until_revoked_by_uid(fleet, user_factory,
+                                                                         mosh_session_factory, bystander_factory):
     """``userdel -f bob`` with his session running: revoking "bob" finds no one, and the run must not look
     like success. The summary names the nameless UID; a rerun with that UID revokes it (scope: mosh)."""
     host = fleet.hosts[0]
-    user = fleet_user_factory(hosts=[host])
-    session, procs = open_sessions(fleet, user, fleet_mosh_factory, escapees=('nohup',))[host.name]
-    bystander = fleet_bystander_factory(host)
+    user = user_factory(hosts=[host])
+    session, procs = open_sessions(fleet, user, mosh_session_factory, escapees=('nohup',))[host.name]
+    bystander = bystander_factory(host)
     user.on(host).drop_account()
 
     by_name = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name], 'sessionguard_hosts': host.name})

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -195,3 +196,42 @@ def test_more_processes_than_descriptors_are_all_addressed():
     assert result['aborted'] is None and result['survivors'] == 0, result
     assert result['ended'] == ['SIGKILL'], result
     assert reap(victims) == [-signal.SIGKILL] * len(victims)
+
+
+def spawn_at(pid, tries=300):
+    """A sleeping child whose PID is ``pid`` (free by now): the kernel hands out ns_last_pid + 1 next, so set it
+    and fork, again if another process on the machine forked in between."""
+    for _i in range(tries):
+        with open('/proc/sys/kernel/ns_last_pid', 'w') as fh:
+            fh.write(str(pid - 1))
+        child = subprocess.Popen(['sleep', '100000'], start_new_session=True)
+        if child.pid == pid:
+            return child
+        child.kill()
+        child.wait()
+    pytest.fail('could not get PID %d back in %d forks' % (pid, tries))
+    return None
+
+
+@pytest.mark.parametrize('pidfd', [True, False], ids=['pidfd', 'start-time'])
+def test_a_handle_never_signals_a_process_that_took_over_its_pid(pidfd):
+    """The set was scanned, the process died, and another took its PID before the kill: the handle says gone
+    and signals nothing. With a pidfd the kernel guarantees it; without one (past the descriptor budget) the
+    start time read before each signal does."""
+    [old] = spawn(1)
+    [proc] = procs_of([old])
+    handle = _terminate.Handle(proc, pidfd=pidfd)
+    assert (handle.fd is not None) is pidfd and not handle.gone
+    old.kill()
+    old.wait()
+    time.sleep(0.05)   # start times count clock ticks (10 ms): the newcomer must not share the old one's
+    new = spawn_at(old.pid)
+    try:
+        assert _procfs.read_start_ticks(new.pid) != proc.start_ticks
+        assert handle.send(signal.SIGKILL) is False
+        assert handle.gone and handle.signals == [] and not handle.alive()
+        assert new.poll() is None and _procfs.read_state(new.pid) in ('R', 'S')
+    finally:
+        handle.close()
+        new.kill()
+        new.wait()

@@ -367,8 +367,7 @@ def test_hostile_names_are_reported_escaped_and_revoked(target, user_factory, mo
     ]
     play = target.playbook(tasks, env={'ANSIBLE_STDOUT_CALLBACK': 'ansible.builtin.default',
                                        'ANSIBLE_CALLBACK_RESULT_FORMAT': 'yaml'})
-    assert play.returncode == 0, (play.stdout.decode('utf-8', 'backslashreplace')
-                                  + play.stderr.decode('utf-8', 'backslashreplace'))
+    assert play.rc == 0, play.describe()
     for raw in (play.stdout, play.stderr):
         c0 = sorted(set(b for b in raw if (b < 0x20 and b not in (0x09, 0x0a)) or b == 0x7f))
         assert c0 == [], 'raw C0 bytes %s in ansible-playbook output' % c0

@@ -35,7 +35,7 @@ def read_deny():
 
 @pytest.fixture(scope='module')
 def lsshd(sg_harness):
-    server = LockoutSshd(sg_harness.host, os.path.join(sg_harness.state_dir, 'lockout-sshd')).start()
+    server = LockoutSshd(sg_harness.hosts[0], os.path.join(sg_harness.state_dir, 'lockout-sshd')).start()
     yield server
     server.stop()
 
@@ -73,13 +73,13 @@ def host(default_target, lsshd, sg_scope):
     before = {'pam': file_state(PAM), 'deny': read_deny(), 'dropin': os.listdir(lsshd.dropin_dir)}
     h = Host(default_target, lsshd, sg_scope)
     yield h
-    names = [u.name for u in sg_scope.users.users]
+    names = [u.name for u in sg_scope.users]
     problems = []
     left = [n for n in names if n in read_deny() or os.path.exists(os.path.join(STATE, 'lockouts', 'u-' + n + '.json'))]
     if left:
         problems.append('left locked out: %s' % left)
         h.restore(left, force=True)
-    for u in sg_scope.users.users:
+    for u in sg_scope.users:
         for path in ('/var/spool/cron/crontabs/' + u.name, '/var/lib/systemd/linger/' + u.name):
             if os.path.lexists(path):
                 os.unlink(path)
@@ -134,7 +134,7 @@ def test_key_password_and_mosh_are_refused_and_restore_brings_them_back(host, sg
     os.chmod(keys, 0o640)
     os.setxattr(keys, 'user.sessionguard-test', b'label \x00\xff')
     keys_before = file_state(keys)
-    assert shadow_field(sg_scope.harness.host, user.name) == ''
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == ''
     assert_logs_in(host, user)
 
     result = ok(host.lockout([user.name], reason='test offboarding'))
@@ -147,7 +147,7 @@ def test_key_password_and_mosh_are_refused_and_restore_brings_them_back(host, sg
     assert result['sshd']['reloaded'] is True
     assert read_deny() == [user.name] and host.dropin() == [user.name]
     assert not os.path.exists(keys)
-    assert shadow_field(sg_scope.harness.host, user.name) == '1'
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == '1'
     assert_refused(host, user)
     assert_mosh_refused(host, user)
     assert_logs_in(host, bystander.user, password=False)
@@ -163,7 +163,7 @@ def test_key_password_and_mosh_are_refused_and_restore_brings_them_back(host, sg
     restored = ok(host.restore([user.name]))
     assert restored['changed'] is True
     assert file_state(keys) == keys_before
-    assert shadow_field(sg_scope.harness.host, user.name) == ''
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == ''
     assert read_deny() == [] and host.dropin() is None
     assert_logs_in(host, user)
     assert_logs_in(host, bystander.user, password=False)
@@ -173,14 +173,14 @@ def test_key_password_and_mosh_are_refused_and_restore_brings_them_back(host, sg
 
 def test_a_set_expiry_date_comes_back(host, sg_scope):
     user = sg_scope.user(prefix='sgl')
-    sg_scope.harness.host.run(['chage', '-E', '2031-05-17', user.name])
-    before = shadow_field(sg_scope.harness.host, user.name)
+    sg_scope.fleet.hosts[0].run(['chage', '-E', '2031-05-17', user.name])
+    before = shadow_field(sg_scope.fleet.hosts[0], user.name)
     assert before == str(int(time.mktime((2031, 5, 17, 0, 0, 0, 0, 0, 0)) - time.timezone) // 86400)
     r = ok(host.lockout([user.name]))['users'][0]
     assert 'account expiry (was 2031-05-17)' in r['closed']
-    assert shadow_field(sg_scope.harness.host, user.name) == '1'
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == '1'
     ok(host.restore([user.name]))
-    assert shadow_field(sg_scope.harness.host, user.name) == before
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == before
 
 
 def test_check_mode_with_diff_changes_nothing_and_shows_what_would(host, sg_scope, bystander):
@@ -235,10 +235,9 @@ def test_a_protected_user_or_bad_name_is_refused_before_anything_changes(host, s
 
 def test_a_directory_style_name_with_command_keys_is_refused_by_pam_alone(host, sg_scope, bystander):
     """No key file, no shadow entry, a name DenyUsers cannot express: only the PAM deny list stands in the way."""
-    user = directory_style_user(sg_scope.users)
-    sg_scope.harness.all_users.append(user)
+    user = directory_style_user(sg_scope)
     host.sshd.command_key(user.name, user.pubkey)
-    assert '@' in user.name and shadow_field(sg_scope.harness.host, user.name) is None
+    assert '@' in user.name and shadow_field(sg_scope.fleet.hosts[0], user.name) is None
     assert_logs_in(host, user, password=False)
 
     result = ok(host.lockout([user.name]))
@@ -306,7 +305,7 @@ def test_a_broken_sshd_config_fails_the_host_but_the_rest_of_the_lockout_happens
         assert 'key file %s moved to the quarantine' % keys in r['closed']
         assert 'sshd DenyUsers' not in r['closed']
         assert host.dropin() is None and not os.path.exists(keys)
-        assert shadow_field(sg_scope.harness.host, user.name) == '1'
+        assert shadow_field(sg_scope.fleet.hosts[0], user.name) == '1'
         # sshd was not reloaded (a reload would have read the broken file and stopped it) and still serves.
         assert host.sshd.running() and (host.sshd.pid, host.sshd.starttime) == (sshd_pid, sshd_start)
         assert_logs_in(host, bystander.user, password=False)
@@ -373,7 +372,7 @@ def test_restore_refuses_a_user_whose_keys_changed_unless_forced(host, sg_scope,
         f.write('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAdminPutThisHere admin-added\n')
     os.chown(keys, user.uid, user.gid)
     added = file_state(keys)
-    sg_scope.harness.host.run(['chage', '-E', '2040-01-01', user.name])
+    sg_scope.fleet.hosts[0].run(['chage', '-E', '2040-01-01', user.name])
 
     refused = host.restore([user.name])
     assert refused['failed']
@@ -387,7 +386,7 @@ def test_restore_refuses_a_user_whose_keys_changed_unless_forced(host, sg_scope,
     forced = ok(host.restore([user.name], force=True))
     [r] = forced['users']
     assert file_state(keys) == original
-    assert shadow_field(sg_scope.harness.host, user.name) == ''
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == ''
     [aside] = [k for k in r['kept_aside'] if keys in k]
     kept_dir = aside.rsplit(' -> ', 1)[1]
     assert file_state(os.path.join(kept_dir, os.listdir(kept_dir)[0]))['sha256'] == added['sha256']

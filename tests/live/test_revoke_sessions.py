@@ -159,6 +159,14 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     bystander.assert_untouched()
 
 
+@pytest.fixture(scope='module')
+def untouchable(module_user_factory, module_mosh_session_factory):
+    """One mosh session that every bad-input case aims at and none may touch (one session, not one per case:
+    a case that wrongly signals it fails itself and every later case)."""
+    user = module_user_factory()
+    return user, module_mosh_session_factory(user)
+
+
 @pytest.mark.parametrize('args, needle', [
     ({'users': ['root']}, "'root'"),
     ({'users': ['daemon']}, "'daemon'"),
@@ -175,9 +183,8 @@ def test_scope_interactive_ends_a_live_ssh_login(target, user_factory, mosh_sess
     ({'users': ['root', 'USER'], 'scope': 'all', 'allow_system_users': True}, "'root'"),
 ], ids=['root', 'system-name', 'system-uid', 'empty', 'malformed', 'negative-grace', 'unknown-scope',
         'superscript-digit', 'arabic-digits', 'boolean', 'nan-grace', 'inf-grace', 'root-scope-all'])
-def test_bad_input_is_refused_before_anything_is_signalled(target, user_factory, mosh_session_factory, args, needle):
-    user = user_factory()
-    session = mosh_session_factory(user)
+def test_bad_input_is_refused_before_anything_is_signalled(target, untouchable, args, needle):
+    user, session = untouchable
     before = user.processes()
     args = dict(args, users=[user.name if u == 'USER' else u for u in args['users']])
 
@@ -188,6 +195,7 @@ def test_bad_input_is_refused_before_anything_is_signalled(target, user_factory,
     assert 'sessions' not in result
     assert all(p.alive() for p in before)
     assert session.client_running()
+    assert set(p.key() for p in user.processes()) == set(p.key() for p in before)
 
 
 def test_a_uid_whose_account_is_gone_is_still_revoked(target, user_factory, mosh_session_factory, bystander):
@@ -211,26 +219,34 @@ def test_absent_user_is_reported_not_an_error(default_target):
     assert result['absent_users'] == ['sg-nobody-here'] and result['changed'] is False
 
 
+def revoke_watching(target, args, session, text):
+    """Run revoke_sessions while watching ``session``'s client screen for ``text``: the mosh client's screen is
+    gone once it exits, so a notice can only be seen while the revocation runs. Returns (result, seen)."""
+    seen, outcome = [], {}
+
+    def run():
+        outcome['result'] = target.run('revoke_sessions', args)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    while worker.is_alive() and not seen:
+        if text in session.screen():
+            seen.append(True)
+        time.sleep(0.05)
+    worker.join()
+    return outcome['result'], bool(seen)
+
+
 def test_notice_reaches_the_mosh_client_before_the_session_ends(default_target, user_factory,
                                                                 mosh_session_factory, bystander):
     user = user_factory()
     session = mosh_session_factory(user)
     notice = 'sessionguard-notice-%d: access revoked' % user.uid
-    seen, outcome = [], {}
 
-    def run():
-        outcome['result'] = default_target.run('revoke_sessions', {'users': [user.name], 'notice': notice + '\x1b[2J'})
-
-    worker = threading.Thread(target=run)
-    worker.start()
-    while worker.is_alive() and not seen:
-        if notice in session.screen():
-            seen.append(True)
-        time.sleep(0.05)
-    worker.join()
+    result, seen = revoke_watching(default_target, {'users': [user.name], 'notice': notice + '\x1b[2J'}, session,
+                                   notice)
 
     assert seen, 'the notice never appeared on the mosh client; screen:\n' + session.screen(history=True)
-    result = outcome['result']
     assert not result['failed'] and result['notice_sent_to'] == [tty_of(session.shell)]
     assert session.wait_client_exit() == 0
     bystander.assert_untouched()

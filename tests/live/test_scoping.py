@@ -12,16 +12,15 @@ the system's real state (procfs) as well as the module's result.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 
 import pytest
 
-from sgtest import MOSH_EXITING, TestUser, procfs
+from sgtest import MOSH_EXITING, procfs
 from sgtest.escapees import start_escapees
-from sgtest.users import owner_tag
 from sgtest.waiting import wait_for
+from test_revoke_sessions import revoke_watching, tty_of
 
 CGROUP2 = '/sys/fs/cgroup/unified' if os.path.ismount('/sys/fs/cgroup/unified') else '/sys/fs/cgroup'
 LDSO = '/lib64/ld-linux-x86-64.so.2'
@@ -292,6 +291,88 @@ def test_scope_all_leaves_a_root_started_container_process_of_the_uid_and_ends_r
         reap(container, loose_rootless)
 
 
+# --------------------------------------------------------------------------- 3b. a container's devpts
+
+# A rootless container's terminals: a user and mount namespace with a /dev of its own and a devpts instance of its
+# own (every devpts mount is a new instance: its own numbering from pts/0). Its /dev/ptmx is a link to that
+# instance's ptmx bound under another name (dev/t/term), so the server's pty master shows in /proc/PID/fd by a
+# path that does not say ptmx. The first HELD ptys are taken by a holder process so that the mosh-server's
+# shell gets pts/HELD in there. The holder closes its stdio so the ssh that started the server does not wait.
+CONTAINER_SERVER = r"""#!/bin/sh
+held=$1; shift
+exec unshare --user --map-root-user --mount sh -c '
+set -e
+host=$HOME/.cache/x/hostdev
+mkdir -p $host
+mount --rbind /dev $host
+mount -t tmpfs -o mode=755 tmpfs /dev
+for n in null zero random urandom tty; do touch /dev/$n; mount --bind $host/$n /dev/$n; done
+umount -l $host
+mkdir /dev/pts /dev/t
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+touch /dev/t/term
+mount --bind /dev/pts/ptmx /dev/t/term
+ln -s t/term /dev/ptmx
+exec python3 -c "
+import os, signal, sys
+held = int(sys.argv[1])
+masters = [os.open(\"/dev/ptmx\", os.O_RDWR | os.O_NOCTTY) for _ in range(held)]
+if os.fork() == 0:
+    null = os.open(\"/dev/null\", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.setsid()
+    signal.pause()
+for m in masters:
+    os.close(m)
+os.execvp(\"mosh-server\", [\"mosh-server\"] + sys.argv[2:])
+" "$@"' sh "$held" "$@"
+"""
+
+
+def test_scope_mosh_a_containers_pts_number_is_not_the_hosts(
+        default_target, user_factory, mosh_session_factory, bystander):
+    """Scope mosh with kill_other_uids, revoking bob. Bob's mosh session runs in a rootless container whose
+    devpts gives his shell pts/N, its master opened through a name that is not ptmx; alice's mosh shell on the
+    host holds the host's pts/N. Bob's server is found all the same, his session ends and hears the notice;
+    alice's shell is neither tied to his nor written to, and her session runs on."""
+    alice, bob = user_factory(prefix='sga'), user_factory(prefix='sgo')
+    hers = mosh_session_factory(alice)
+    number = int(tty_of(hers.shell).split('/')[1])
+    launcher = os.path.join(os.path.dirname(bob.key_path), 'ctr')
+    with open(launcher, 'w') as fh:
+        fh.write(CONTAINER_SERVER)
+    bob.install_file(launcher, '.cache/x/ctr', 0o755)
+    os.unlink(launcher)
+    his = mosh_session_factory(bob, server='~/.cache/x/ctr %d' % number)
+    assert tty_of(his.shell) == tty_of(hers.shell)
+    assert '/dev/t/term' in procfs.fd_targets(his.server_pid).values()
+    # The same device number (136:N is pts/N in every instance), on two devpts file systems.
+    his_pts, her_pts = (os.stat('/proc/%d/root/dev/pts/%d' % (s.shell.pid, number)) for s in (his, hers))
+    assert his_pts.st_rdev == her_pts.st_rdev and his_pts.st_dev != her_pts.st_dev, 'not two devpts instances'
+    hers_before = alice.settled_processes()
+    notice = 'sessionguard-notice-%d: access revoked' % bob.uid
+
+    result, seen = revoke_watching(default_target, {'users': [bob.name], 'scope': 'mosh', 'grace_period': 3,
+                                                    'kill_other_uids': True, 'notice': notice}, his, notice)
+
+    assert_ok(result, default_target)
+    [mosh] = [s for s in result['sessions'] if s['kind'] == 'mosh']
+    assert mosh['leader_pid'] == his.server_pid and mosh['tty'] == 'pts/%d' % number
+    assert result['notice_sent_to'] == ['pts/%d' % number]
+    assert not set(ended(result)) & set(p.pid for p in hers_before)
+    assert result['other_uid_processes'] == []
+    assert seen, 'the notice never reached bob\'s client'
+    assert his.wait_client_exit() == 0
+    assert bob.processes() == []
+    for proc in (hers.server, hers.shell, hers.client):
+        assert proc.alive(), 'alice lost %s' % proc
+    assert keys(alice.processes()) == keys(hers_before)
+    hers.sync()
+    assert notice not in hers.screen(history=True)
+    bystander.assert_untouched()
+
+
 # --------------------------------------------------------------------------- 4. sudo -u svc from bob's SSH login
 
 def test_scope_mosh_reports_a_job_bobs_ssh_login_ran_as_another_user_and_kill_other_uids_ends_it(
@@ -394,24 +475,9 @@ def test_default_scope_finds_servers_by_behaviour_ldso_and_patched_copy(
 
 @pytest.fixture
 def sssd_user(sg_scope):
-    """``Bob.Smith@corp.example`` in the local /etc/passwd (``useradd --badname``), registered with the scope so
-    its teardown kills, deletes and verifies it like any test user."""
-    factory = sg_scope.users
-    host = factory.host
-    assert host.run(['getent', 'passwd', SSSD_NAME], check=False).returncode != 0, SSSD_NAME + ' already exists'
-    uid = factory._free_uid()   # pylint: disable=protected-access
-    host.run(['useradd', '--badname', '-U', '-m', '-s', '/bin/bash', '-u', str(uid), '-c', owner_tag(), SSSD_NAME])
-    fields = host.run(['getent', 'passwd', SSSD_NAME]).stdout.strip().split(':')
-    key_dir = os.path.join(factory.state_dir, 'sssd-%d' % uid)
-    os.makedirs(key_dir, mode=0o700)
-    user = TestUser(host, SSSD_NAME, int(fields[2]), int(fields[3]), fields[5], os.path.join(key_dir, 'id_ed25519'),
-                    '/bin/bash')
-    factory.users.append(user)
-    sg_scope.harness.all_users.append(user)
-    host.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'sgtest-sssd', '-f', user.key_path])
-    user.authorize_key()
-    yield user
-    shutil.rmtree(key_dir, ignore_errors=True)
+    """``Bob.Smith@corp.example`` in the local /etc/passwd (``useradd --badname``), made by the scope so its
+    teardown kills, deletes and verifies it like any test user."""
+    return sg_scope.user(SSSD_NAME)
 
 
 def test_default_scope_revokes_a_directory_style_name(target, sssd_user, mosh_session_factory, bystander):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
-import sgansible
-from sgtest import procfs
+from sgtest import procfs, utmp
+from sgtest.ansible import TARGETS, Target
 from sgtest.escapees import start_escapees
 from test_revoke_sessions import tty_of
 
@@ -44,7 +45,7 @@ def test_session_turns_detached_after_its_client_is_killed(user_factory, mosh_se
     """One session serves every target: mosh's 30 s of silence are waited out once."""
     user = user_factory()
     session = mosh_session_factory(user)
-    targets = [sgansible.Target(name) for name in sorted(sgansible.TARGETS)]
+    targets = [Target(name) for name in sorted(TARGETS)]
     for t in targets:
         [entry] = sessions_of(t.run('session_facts', {'users': [user.name]}), user.uid)
         assert entry['state'] == 'attached', t
@@ -83,10 +84,49 @@ def test_ssh_logins_and_orphans(target, user_factory, mosh_session_factory, ssh_
     assert [p['pid'] for p in orphans['processes']] == [orphan.pid]
 
 
-def test_facts_module_changes_nothing_and_needs_no_users(default_target, user_factory, mosh_session_factory):
-    user = user_factory()
-    session = mosh_session_factory(user)
-    result = default_target.run('session_facts', {}, check=True)
-    assert result['changed'] is False
-    assert sessions_of(result, user.uid)[0]['server_pid'] == session.server.pid
-    assert session.client_running()
+# The setgid helper every utmp-writing terminal program uses (mosh-server too). Any user may call it: it writes
+# a USER_PROCESS record for the pty whose master is its stdin, with ut_pid = its caller and ut_user = the
+# caller's name, and any host text the caller likes.
+UTEMPTER = '/usr/lib/x86_64-linux-gnu/utempter/utempter'
+
+FORGER = r'''
+import os, pty, subprocess, sys
+masters = []
+for host in sys.argv[1:]:
+    master, _slave = pty.openpty()
+    masters.append(master)
+    subprocess.run([%r, 'add', host], stdin=master, check=True)
+print('written', flush=True)
+sys.stdin.readline()
+for master in masters:
+    subprocess.run([%r, 'del'], stdin=master, check=False)
+''' % (UTEMPTER, UTEMPTER)
+
+
+def test_a_forged_utmp_record_naming_another_users_server_is_not_believed(target, user_factory, mosh_session_factory):
+    """bob writes utmp records through utempter whose host text names alice's server PID: one claims a client at
+    198.51.100.7, one claims the session detached. Alice's session keeps its own record's client and state;
+    bob's records name his own process (ut_pid) and his name (ut_user), not hers."""
+    alice, bob = user_factory(prefix='sga'), user_factory(prefix='sgo')
+    session = mosh_session_factory(alice)
+    pid = session.server_pid
+    forged = ['198.51.100.7 via mosh [%d]' % pid, 'mosh [%d]' % pid]
+    forger = subprocess.Popen(['setpriv', '--reuid=%d' % bob.uid, '--regid=%d' % bob.gid, '--init-groups',
+                               '/usr/bin/python3', '-c', FORGER] + forged,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert forger.stdout.readline().strip() == 'written'
+        written = [r for r in utmp.records(alice.host.utmp_path, user=bob.name) if r.mosh_pid == pid]
+        assert sorted(r.host for r in written) == sorted(forged) and all(r.pid == forger.pid for r in written), \
+            written
+
+        [entry] = sessions_of(target.run('session_facts', {'users': [alice.name]}), alice.uid)
+
+        assert entry['server_pid'] == pid
+        assert entry['state'] == 'attached' and entry['state_source'] == 'utmp', entry
+        assert entry['client_ip'] == '127.0.0.1' and entry['client_ip_source'] == 'utmp', entry
+        assert '198.51.100.7' not in repr(entry)
+    finally:
+        forger.communicate('\n', timeout=15)
+        utmp.retire_records(lambda r: r.user == bob.name, alice.host.utmp_path)
+    assert forger.returncode == 0

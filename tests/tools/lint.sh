@@ -15,7 +15,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
     exit 1
 }
 # ansible-lint --offline resolves the collection's own FQCNs (roles, modules) only through a
-# collections path (style.md pitfall 8).
+# collections path: without one it reports syntax-check[unknown-module] and "role not found".
 ANSIBLE_COLLECTIONS_PATH=$(bash "$SG_REPO/tests/tools/collection-path.sh") || exit 1
 export ANSIBLE_COLLECTIONS_PATH
 export PATH=$SG_VENV/bin:$PATH

@@ -59,22 +59,22 @@ def new_marker(tag: str = "sgm") -> str:
     return f"{tag}-" + "".join(random.choice(string.ascii_lowercase + string.digits) for _i in range(8))
 
 
+_QUIET = "</dev/null >/dev/null 2>&1"
+_COMMANDS = {
+    "nohup": "nohup bash -c 'exec -a \"$0\" sleep {sleep}' {m} {quiet} &",
+    "disown": "bash -c 'exec -a \"$0\" sleep {sleep}' {m} {quiet} & disown",
+    "setsid": "setsid bash -c 'exec -a \"$0\" sleep {sleep}' {m} {quiet} &",
+    "doublefork": "( ( exec -a {m} sleep {sleep} {quiet} & ) & )",
+    "tmux": "tmux -L {m} new-session -d 'exec -a {m}-child sleep {sleep}'",
+    "trap": "nohup python3 -c '{trap}' {m} {quiet} &",
+}
+
+
 def command_for(kind: str, marker: str) -> str:
     """The shell line that starts escapee ``kind`` carrying ``marker``."""
-    quiet = "</dev/null >/dev/null 2>&1"
-    if kind == "nohup":
-        return f"nohup bash -c 'exec -a \"$0\" sleep {SLEEP}' {marker} {quiet} &"
-    if kind == "disown":
-        return f"bash -c 'exec -a \"$0\" sleep {SLEEP}' {marker} {quiet} & disown"
-    if kind == "setsid":
-        return f"setsid bash -c 'exec -a \"$0\" sleep {SLEEP}' {marker} {quiet} &"
-    if kind == "doublefork":
-        return f"( ( exec -a {marker} sleep {SLEEP} {quiet} & ) & )"
-    if kind == "tmux":
-        return f"tmux -L {marker} new-session -d 'exec -a {marker}-child sleep {SLEEP}'"
-    if kind == "trap":
-        return f"nohup python3 -c '{_TRAP_PY}' {marker} {quiet} &"
-    raise ValueError(f"unknown escapee kind {kind!r}")
+    if kind not in _COMMANDS:
+        raise ValueError(f"unknown escapee kind {kind!r}")
+    return _COMMANDS[kind].format(m=marker, sleep=SLEEP, quiet=_QUIET, trap=_TRAP_PY)
 
 
 def _matcher(kind: str, marker: str):

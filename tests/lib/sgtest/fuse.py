@@ -28,6 +28,7 @@ This file is also the server: ``/usr/bin/python3 -I fuse.py serve MOUNTPOINT SOU
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import select
@@ -144,10 +145,8 @@ class HangingFuse:
                 problems.append(f"mount point {self.mountpoint} not removed: {exc}")
         log = self.log_text()
         if self._log_path:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self._log_path)
-            except OSError:
-                pass
         if problems and check:
             raise FuseError("FUSE teardown: " + "; ".join(problems) + "\nserver log:\n" + log[-2000:])
 

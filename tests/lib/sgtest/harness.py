@@ -1,7 +1,12 @@
-"""Ties the pieces together: one Harness per test run, one Scope per fixture scope.
+"""Where tests make users and sessions: a set of hosts with a state directory.
 
-Everything created goes under one state directory and is registered, so
-teardown can kill it by PID/UID and then *verify* nothing is left.
+:class:`BaseFleet` is what every such set has: hosts found by name, address or index, scopes that
+create and destroy users on them, and the check that nothing of those users is left.
+:class:`Harness` is the machine itself as a fleet of one host, with a test sshd on 127.0.0.1;
+:class:`sgtest.fleet.Fleet` is a fleet of namespaced hosts (tests/fleet/README.md).
+
+Everything created goes under one state directory and is registered, so teardown can kill it by
+PID/UID and then *verify* nothing is left.
 """
 
 from __future__ import annotations
@@ -9,136 +14,134 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from typing import List, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from . import procfs
-from .bystander import Bystander, make_bystander
 from .host import HarnessError, Host, LocalHost
-from .mosh import MoshSession
-from .ssh import SshSession
+from .scope import Scope
 from .sshd import Sshd
-from .users import OWNER_TAG, TestUser, UserFactory, owner_alive, owner_tag
+from .users import OWNER_TAG, UID_RANGE, HostRef, TestUser, owner_alive, owner_tag
 
 STATE_PREFIX = "sgtest-"
 
 
-class Scope:
-    """Users and sessions made for one fixture scope (a test, a module...)."""
+class BaseFleet:
+    """Hosts and the scopes working on them (see the module doc)."""
 
-    def __init__(self, harness: "Harness", name: str) -> None:
-        self.harness = harness
-        self.name = name
-        self.dir = tempfile.mkdtemp(prefix=f"{_short(name)}-", dir=harness.state_dir)
-        self.users = UserFactory(harness.host, os.path.join(self.dir, "keys"))
-        self.sessions: List[object] = []
-        self._n = 0
-        self.cleaned = False
-        harness.scopes.append(self)
+    uid_range: Tuple[int, int] = UID_RANGE
+    user_prefix = "sgt"
+
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.hosts: List[Host] = []
+        self.scopes: List[Scope] = []
+        self._default_scope: Optional[Scope] = None
+
+    # ------------------------------------------------------------------ hosts
+    def host(self, which: HostRef) -> Host:
+        """By host object, name (``sghost03``), address or 1-based fleet index."""
+        for h in self.hosts:
+            if which is h or which in (h.name, h.address, getattr(h, "index", None)):
+                return h
+        raise KeyError(f"no host {which!r} ({', '.join(h.name for h in self.hosts) or 'no hosts up'})")
+
+    __getitem__ = host
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.hosts)
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def resolve(self, hosts: Optional[Iterable[HostRef]]) -> List[Host]:
+        """``hosts`` as host objects; None means every host."""
+        return list(self.hosts) if hosts is None else [self.host(h) for h in hosts]
+
+    # ------------------------------------------------------------------ scopes
+    @property
+    def scopes_dir(self) -> str:
+        path = os.path.join(self.state_dir, "scopes")
+        os.makedirs(path, mode=0o711, exist_ok=True)
+        return path
+
+    def scope(self, name: str) -> Scope:
+        """A :class:`Scope`: users and sessions torn down (and verified) together."""
+        return Scope(self, name)
 
     @property
-    def sshd(self) -> Sshd:
-        return self.harness.sshd
+    def default_scope(self) -> Scope:
+        """The scope of :meth:`create_user`, :meth:`mosh` and :meth:`ssh`: for scripts (the demo),
+        whose users and sessions last until the fleet goes down."""
+        if self._default_scope is None:
+            self._default_scope = self.scope("default")
+        return self._default_scope
 
-    def _session_dir(self, kind: str) -> str:
-        self._n += 1
-        d = os.path.join(self.dir, f"{kind}{self._n}")
-        os.makedirs(d, mode=0o700)
-        return d
+    def create_user(self, name: Optional[str] = None, hosts: Optional[Iterable[HostRef]] = None, **kw) -> TestUser:
+        return self.default_scope.user(name, hosts, **kw)
 
-    def user(self, prefix: Optional[str] = None, shell: str = "/bin/bash", authorize: bool = True) -> TestUser:
-        u = self.users.create(prefix=prefix, shell=shell, authorize=authorize)
-        self.harness.all_users.append(u)
-        return u
+    def mosh(self, user: TestUser, host: Optional[HostRef] = None, **kw):
+        return self.default_scope.mosh(user, host, **kw)
 
-    def mosh(self, user: TestUser, command: Optional[Sequence[str]] = None, server: Optional[str] = None,
-             mosh_args: Sequence[str] = (), wait: bool = True, timeout: float = 30.0,
-             sshd: Optional[Sshd] = None) -> MoshSession:
-        s = MoshSession(sshd or self.sshd, user, self._session_dir("mosh"), command=command,
-                        server=server, mosh_args=mosh_args)
-        self.sessions.append(s)
-        s.start()
-        if wait:
-            s.wait_connected(timeout)
-        return s
+    def ssh(self, user: TestUser, host: Optional[HostRef] = None, **kw):
+        return self.default_scope.ssh(user, host, **kw)
 
-    def ssh(self, user: TestUser, command: Optional[str] = None, wait: bool = True,
-            timeout: float = 30.0, sshd: Optional[Sshd] = None) -> SshSession:
-        s = SshSession(sshd or self.sshd, user, self._session_dir("ssh"), command=command)
-        self.sessions.append(s)
-        s.start()
-        if wait:
-            s.wait_connected(timeout)
-        return s
+    # ------------------------------------------------------------------ verification
+    def leaks(self, users: Sequence[TestUser] = (), path: Optional[str] = None) -> List[str]:
+        """What is still around: processes of ``users`` on their hosts, their accounts and homes,
+        and any process on the machine (but this one and its parents) whose argv mentions ``path``
+        (default: the whole state dir)."""
+        path = path or self.state_dir
+        out: List[str] = []
+        hosts = [h for h in self.hosts if h.alive()]
+        uids = {u.uid: u for u in users}
+        for h in hosts:
+            for p in procfs.iter_procs(h.proc_root):
+                if not p.zombie and set(p.uids[:3]) & set(uids):
+                    out.append(f"process on {h.name}: {p}")
+        for u in users:
+            for h in u.hosts:
+                if h in hosts and u.on(h).account_exists():
+                    out.append(f"account {u.name} still exists on {h.name}")
+                if h in hosts and os.path.exists(h.path(u.home)):
+                    out.append(f"home {u.home} still exists on {h.name}")
+        spare = procfs.ancestors(os.getpid())
+        for p in procfs.iter_procs():
+            if p.pid not in spare and not p.zombie and any(path in a for a in p.cmdline):
+                out.append(f"process mentioning {path}: {p}")
+        return out
 
-    def bystander(self) -> Bystander:
-        u = self.user(prefix="sgb")
-        return make_bystander(u, self.mosh(u))
-
-    def cleanup(self) -> None:
-        """Close client sides, destroy users (kill by UID, userdel), verify. Raises on leaks."""
-        if self.cleaned:
-            return
-        self.cleaned = True
-        errors: List[str] = []
-        for s in reversed(self.sessions):
-            try:
-                s.close()  # type: ignore[attr-defined]
-            except Exception as exc:
-                errors.append(f"closing {s!r}: {exc}")
-        errors += self.users.cleanup()
-        errors += self.harness.leaks(self.users.users, self.dir)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        if errors:
-            raise HarnessError(f"teardown of {self.name} left things behind:\n  " + "\n  ".join(errors))
+    def all_users(self) -> List[TestUser]:
+        return [u for s in self.scopes for u in s.users]
 
 
-def _short(name: str) -> str:
-    keep = "".join(c if c.isalnum() else "_" for c in name)
-    return keep[-24:] or "scope"
-
-
-class Harness:
-    """One per test run: the host, the state directory and the sshd."""
+class Harness(BaseFleet):
+    """One per test run: the machine itself as a fleet of one host, with a test sshd on
+    127.0.0.1 (the first free port from 2222) and a state directory ``/tmp/sgtest-*``."""
 
     def __init__(self, host: Optional[Host] = None, state_dir: Optional[str] = None) -> None:
-        self.host = host or LocalHost()
-        self.state_dir = state_dir or tempfile.mkdtemp(prefix=STATE_PREFIX, dir="/tmp")
+        super().__init__(state_dir or tempfile.mkdtemp(prefix=STATE_PREFIX, dir="/tmp"))
+        self.hosts = [host or LocalHost()]
         os.chmod(self.state_dir, 0o711)
         with open(os.path.join(self.state_dir, "owner"), "w") as fh:
             fh.write(owner_tag() + "\n")
-        self.sshd: Optional[Sshd] = None  # type: ignore[assignment]
-        self.all_users: List[TestUser] = []
-        self.scopes: List[Scope] = []
+        self.purged: List[str] = []
+
+    @property
+    def sshd(self) -> Sshd:
+        return self.hosts[0].sshd  # type: ignore[return-value]
 
     def start(self) -> "Harness":
-        self.host.preflight()
-        self.host.prepare()
-        self.purged = purge_stale(self.host)
-        self.sshd = Sshd(self.host, os.path.join(self.state_dir, "sshd")).start()
+        host = self.hosts[0]
+        host.preflight()
+        host.prepare()
+        self.purged = purge_stale(host)
+        host.sshd = Sshd(host, os.path.join(self.state_dir, "sshd")).start()
         return self
 
     def scope(self, name: str) -> Scope:
         if self.sshd is None:
             raise HarnessError("harness not started")
-        return Scope(self, name)
-
-    def leaks(self, users: Sequence[TestUser] = (), path: Optional[str] = None) -> List[str]:
-        """What is still around: processes of ``users``, their accounts/homes, and any
-        process whose argv mentions ``path`` (default: the whole state dir)."""
-        path = path or self.state_dir
-        out: List[str] = []
-        for u in users:
-            for p in procfs.procs_of_uid(u.uid, proc_root=self.host.proc_root):
-                out.append(f"process of {u.name}: {p}")
-            if u.account_exists():
-                out.append(f"account {u.name} still exists")
-            if os.path.exists(u.host.path(u.home)):
-                out.append(f"home {u.home} still exists")
-        me = os.getpid()
-        for p in procfs.iter_procs(self.host.proc_root):
-            if p.pid != me and not p.zombie and any(path in a for a in p.cmdline):
-                out.append(f"process mentioning {path}: {p}")
-        return out
+        return super().scope(name)
 
     def finish(self) -> None:
         """Stop sshd, verify nothing of this run survives, remove the state dir."""
@@ -146,27 +149,27 @@ class Harness:
         for scope in reversed(self.scopes):
             try:
                 scope.cleanup()
-            except Exception as exc:
+            except Exception as exc:  # pylint: disable=broad-except
                 errors.append(str(exc))
-        leftover_users = [u for u in self.all_users if not u.destroyed]
-        for u in leftover_users:
+        for u in self.all_users():
+            if not u.destroyed:
+                try:
+                    u.destroy()
+                except Exception as exc:  # pylint: disable=broad-except
+                    errors.append(f"{u!r}: {exc}")
+        sshd = self.sshd
+        if sshd is not None:
             try:
-                u.destroy()
-            except Exception as exc:
-                errors.append(f"{u!r}: {exc}")
-        if self.sshd is not None:
-            try:
-                self.sshd.stop()
-            except Exception as exc:
+                sshd.stop()
+            except Exception as exc:  # pylint: disable=broad-except
                 errors.append(f"stopping sshd: {exc}")
-            if self.sshd.running():
-                errors.append(f"sshd {self.sshd.pid} still running")
-        errors += self.leaks(self.all_users)
-        if not errors:
-            shutil.rmtree(self.state_dir, ignore_errors=True)
+            if sshd.running():
+                errors.append(f"sshd {sshd.pid} still running")
+        errors += self.leaks(self.all_users())
         if errors:
             raise HarnessError("harness teardown left things behind (state dir kept: "
                                f"{self.state_dir}):\n  " + "\n  ".join(errors))
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 def purge_stale(host: Host, tmp: str = "/tmp") -> List[str]:
@@ -196,7 +199,6 @@ def purge_stale(host: Host, tmp: str = "/tmp") -> List[str]:
         f = line.split(":")
         if len(f) < 7 or not f[4].startswith(OWNER_TAG) or owner_alive(f[4]):
             continue
-        user = TestUser(host, f[0], int(f[2]), int(f[3]), f[5], "", f[6])
-        user.destroy()
+        TestUser(host, f[0], int(f[2]), int(f[3]), f[5], "", f[6]).destroy()
         done.append(f"user {f[0]} (uid {f[2]})")
     return done

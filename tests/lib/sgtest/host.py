@@ -1,15 +1,17 @@
 """A test "host": where users live, where sshd listens, where commands run.
 
-:class:`LocalHost` is the machine itself. :class:`NamespacedHost` is a host of the
-fleet in tests/fleet (see its README): its own PID, mount and UTS namespaces
-entered with ``nsenter``, seen from outside through ``/proc/INIT/root``. The rest of
-the harness only talks to a host through these members:
+:class:`LocalHost` is the machine itself. :class:`sgtest.fleet.FleetHost` is a host of the
+namespaced fleet (tests/fleet/README.md): its own PID, mount and UTS namespaces entered with
+``nsenter``, seen from outside through ``/proc/INIT/root``. The rest of the harness only talks
+to a host through these members:
 
 ``wrap(argv)`` / ``run`` / ``spawn``  run a command *on* the host (as root)
 ``path(p)``    where the host's absolute path ``p`` is reachable from the test process
 ``proc_root``  the host's procfs (its processes with the PIDs the host itself sees)
 ``utmp_path``  the host's utmp, as a path usable from the test process
 ``kill_all_as(uid, gid)``  ``kill(-1, SIGKILL)`` as ``uid``, confined to the host
+``sshd``       the host's sshd that sessions log in through (an :class:`sgtest.Sshd`)
+``alive()``    whether the host is up
 """
 
 from __future__ import annotations
@@ -18,9 +20,12 @@ import grp
 import os
 import shutil
 import subprocess
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 
 from . import procfs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sshd import Sshd
 
 REQUIRED_BINARIES = (
     "mosh", "mosh-client", "mosh-server", "ssh", "ssh-keygen", "tmux",
@@ -41,6 +46,11 @@ class Host:
     proc_root = "/proc"
     utmp_path = "/run/utmp"
     run_dir = "/run"
+    sshd: Optional["Sshd"] = None  # set by whoever starts the host's sshd
+
+    def alive(self) -> bool:
+        """True while the host runs (the machine itself always does)."""
+        return True
 
     def wrap(self, argv: Sequence[str]) -> List[str]:
         """Turn an argv into one that runs *on this host* (identity for the local host)."""
@@ -52,7 +62,7 @@ class Host:
 
     def kill_all_as(self, uid: int, gid: int) -> None:
         """``kill(-1, SIGKILL)`` with ``uid``: every process of the UID that this host can see."""
-        procfs._kill_all_as(uid, gid)  # pylint: disable=protected-access
+        procfs.kill_all_as(uid, gid)
 
     def run(self, argv: Sequence[str], *, check: bool = True, input: Optional[str] = None,
             timeout: float = 60, env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
@@ -120,68 +130,6 @@ class LocalHost(Host):
 
     name = "localhost"
     address = "127.0.0.1"
-
-
-class NamespacedHost(Host):
-    """A host living in its own PID, mount and UTS namespaces below ``init_pid``.
-
-    ``init_pid`` is the global PID of the namespace's PID 1 (``init_starttime`` guards
-    against PID reuse). Commands run through ``nsenter -t INIT -p -m -u``; files are
-    reached through ``/proc/INIT/root``; ``proc_root`` is the host's own procfs, so
-    every :class:`procfs.Proc` read from it carries the PID the host itself sees
-    (and remembers where it came from, for signalling and liveness checks).
-    The network namespace is shared: the host is told apart by its loopback ``address``.
-    """
-
-    run_dir = "/run"
-
-    def __init__(self, name: str, address: str, init_pid: int, init_starttime: Optional[int] = None) -> None:
-        self.name = name
-        self.address = address
-        self.init_pid = init_pid
-        self.init_starttime = init_starttime if init_starttime is not None else procfs.starttime(init_pid)
-        self.root = f"/proc/{init_pid}/root"
-        self.proc_root = self.path("/proc")
-        self.utmp_path = self.path("/run/utmp")
-
-    def path(self, p: str) -> str:
-        if not p.startswith("/"):
-            raise ValueError(f"host path must be absolute: {p!r}")
-        return self.root + p
-
-    def alive(self) -> bool:
-        """True while the namespace's init (the host) runs."""
-        return procfs.alive(self.init_pid, self.init_starttime)
-
-    def wrap(self, argv: Sequence[str]) -> List[str]:
-        return ["nsenter", "-t", str(self.init_pid), "-p", "-m", "-u", "--"] + list(argv)
-
-    def _check_alive(self) -> None:
-        if not self.alive():
-            raise HarnessError(f"host {self.name} is down (init {self.init_pid} gone)")
-
-    def run(self, argv: Sequence[str], *, check: bool = True, input: Optional[str] = None,
-            timeout: float = 60, env: Optional[Mapping[str, str]] = None) -> subprocess.CompletedProcess:
-        self._check_alive()
-        return super().run(argv, check=check, input=input, timeout=timeout,
-                           env=env if env is not None else user_env())
-
-    def spawn(self, argv: Sequence[str], **popen_kw) -> subprocess.Popen:
-        self._check_alive()
-        return super().spawn(argv, **popen_kw)
-
-    def kill_all_as(self, uid: int, gid: int) -> None:
-        """``kill(-1, SIGKILL)`` as ``uid`` *inside* the host's PID namespace: the same UID on
-        other hosts (or on the machine itself) is not touched."""
-        if uid == 0:
-            raise ValueError("refusing to kill every process of UID 0")
-        self.run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--",
-                  "kill", "-s", "KILL", "--", "-1"], check=False)
-
-    def preflight(self) -> None:
-        super().preflight()
-        if not self.alive():
-            raise HarnessError(f"host {self.name}: init {self.init_pid} is not running")
 
 
 def user_env(extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:

@@ -11,11 +11,14 @@ import os
 import random
 import string
 import subprocess
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from .host import Host, user_env
 from .sshd import Sshd
-from .users import TestUser, UserFactory, owner_tag
+from .users import TestUser
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .scope import Scope
 
 
 class LockoutSshd(Sshd):
@@ -88,24 +91,15 @@ def set_password(user: TestUser, password: str) -> None:
     user.host.run(["chpasswd"], input=f"{user.name}:{password}\n")
 
 
-def directory_style_user(factory: UserFactory, domain: str = "corp.example") -> TestUser:
+def directory_style_user(scope: "Scope", domain: str = "corp.example") -> TestUser:
     """A user shaped like one from a directory: a name ``sgl.xxxxxx@corp.example`` (which DenyUsers cannot
     express), a passwd entry with no shadow entry (so no expiry applies), and no key file: its key comes from
-    the AuthorizedKeysCommand only (see :meth:`LockoutSshd.command_key`). Destroyed with the factory's users."""
-    host = factory.host
+    the AuthorizedKeysCommand only (see :meth:`LockoutSshd.command_key`). Destroyed with the scope's users."""
     name = "sgl." + "".join(random.choice(string.ascii_lowercase + string.digits) for _i in range(6)) + "@" + domain
-    uid = factory._free_uid()  # pylint: disable=protected-access
-    host.run(["groupadd", "-g", str(uid), f"sgl{uid}"])
-    host.run(["useradd", "--badname", "-m", "-d", f"/home/sgl{uid}", "-s", "/bin/bash", "-u", str(uid),
-              "-g", str(uid), "-c", owner_tag(), name])
+    user = scope.user(name, authorize=False)
     # A directory user has no /etc/shadow line: the passwd field "*" (not "x") tells pam_unix not to look for one.
-    drop_shadow_entry(host, name)
-    key_dir = os.path.join(factory.state_dir, f"sgl{uid}")
-    os.makedirs(key_dir, mode=0o700, exist_ok=True)
-    key_path = os.path.join(key_dir, "id_ed25519")
-    user = TestUser(host, name, uid, uid, f"/home/sgl{uid}", key_path, "/bin/bash")
-    factory.users.append(user)
-    host.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"sgtest-sgl{uid}", "-f", key_path])
+    for host in user.hosts:
+        drop_shadow_entry(host, name)
     return user
 
 

@@ -7,19 +7,17 @@ mosh-server daemon carries the login's audit loginuid/sessionid.
 from __future__ import annotations
 
 import shlex
-import signal
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
 from . import procfs, utmp
 from .host import HarnessError
-from .tmux import Terminal, TerminalSession
-from .waiting import Stopwatch, wait_for
+from .tmux import TerminalSession
+from .waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sshd import Sshd
     from .users import TestUser
 
-PROMPT_RE = r"[$#]\s*$"
 MOSH_EXITING = "[mosh is exiting.]"
 
 
@@ -52,32 +50,19 @@ class MoshSession(TerminalSession):
     def __init__(self, sshd: "Sshd", user: "TestUser", state_dir: str,
                  command: Optional[Sequence[str]] = None, server: Optional[str] = None,
                  mosh_args: Sequence[str] = (), width: int = 160, height: int = 50) -> None:
-        self.sshd = sshd
-        self.user = user
-        self.state_dir = state_dir
-        self.command = list(command) if command else None
         self.server_option = server
         argv = ["mosh", f"--ssh={sshd.ssh_command_string(user)}"]
         if server:
             argv.append(f"--server={server}")
         argv += list(mosh_args)
         argv.append(f"{user.name}@{sshd.address}")
-        if self.command:
-            argv += ["--"] + self.command
-        self.argv = argv
-        self.term = Terminal(state_dir, argv, env={"LANG": "C.UTF-8"}, width=width, height=height)
-        self.client: Optional[procfs.Proc] = None
+        if command:
+            argv += ["--"] + list(command)
+        super().__init__(sshd, user, state_dir, list(command) if command else None, argv, width, height,
+                         env={"LANG": "C.UTF-8"})
         self.server: Optional[procfs.Proc] = None
-        self.shell: Optional[procfs.Proc] = None
         self.port: Optional[int] = None
         self.client_ip: Optional[str] = None
-        self.connect_seconds: Optional[float] = None
-
-    # ------------------------------------------------------------------ start
-    def start(self) -> "MoshSession":
-        self._clock = Stopwatch()
-        self.term.start()
-        return self
 
     def _diag(self) -> str:
         return (f"mosh session {self.user.name}: exit={self.term.exit_status()} "
@@ -125,25 +110,12 @@ class MoshSession(TerminalSession):
                                lambda: f"a process of {self.user.name} bound to UDP {self.port}; "
                                + self._diag())
         self.shell = wait_for(self._find_shell, timeout, lambda: "shell exec'ed; " + self._diag())
-        if prompt is None and not self.command:
-            prompt = PROMPT_RE
-        if prompt:
-            self.term.wait_screen(prompt, timeout)
-        self.connect_seconds = self._clock.elapsed()
-        return self
+        return self._connected(timeout, prompt)
 
-    # ------------------------------------------------------------------ handy ids
-    @property
-    def client_pid(self) -> Optional[int]:
-        return self.client.pid if self.client else None
-
+    # ------------------------------------------------------------------ the server side
     @property
     def server_pid(self) -> Optional[int]:
         return self.server.pid if self.server else None
-
-    @property
-    def shell_pid(self) -> Optional[int]:
-        return self.shell.pid if self.shell else None
 
     @property
     def sessionid(self) -> Optional[int]:
@@ -152,39 +124,12 @@ class MoshSession(TerminalSession):
     def utmp_record(self) -> Optional[utmp.UtmpRecord]:
         return utmp.mosh_record(self.server_pid, self.user.host.utmp_path) if self.server else None
 
-    # ------------------------------------------------------------------ client state
-    def client_running(self) -> bool:
-        return self.client is not None and self.client.alive() and self.term.exit_status() is None
-
-    def client_exit_status(self) -> Optional[int]:
-        """Exit status of the ``mosh`` command (None while it still runs)."""
-        return self.term.exit_status()
-
-    def wait_client_exit(self, timeout: float = 15.0) -> int:
-        return self.term.wait_exit(timeout)
-
     def server_alive(self) -> bool:
         return self.server is not None and self.server.alive()
 
-    def kill_client(self) -> None:
-        """SIGKILL only mosh-client (a vanished laptop): the server keeps waiting."""
-        if self.client is None:
-            raise HarnessError("session has no client yet")
-        procfs.signal_proc(self.client.pid, self.client.starttime, signal.SIGKILL)
-        procfs.wait_gone([self.client], 10)
-        self.term.wait_exit(10)  # the wrapper has recorded the status (137)
-
     def processes(self) -> List[procfs.Proc]:
         """Server daemon plus its live descendants (shell, foreground jobs...)."""
-        if not self.server_alive():
-            return []
-        return [self.server] + [p for p in procfs.descendants(self.server.pid, proc_root=self.server.proc_root)
-                                if not p.zombie]
-
-    def close(self) -> None:
-        """Kill the client side (tmux server and everything in it). The user's side is
-        cleaned by user teardown."""
-        self.term.close()
+        return self._tree(self.server)
 
     def __repr__(self) -> str:
         return (f"<MoshSession {self.user.name}@{self.sshd.address} port={self.port} "

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import signal
 from typing import TYPE_CHECKING, List, Optional
 
 from . import procfs
 from .host import HarnessError
-from .mosh import PROMPT_RE
-from .tmux import Terminal, TerminalSession
-from .waiting import Stopwatch, wait_for
+from .tmux import TerminalSession
+from .waiting import wait_for
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sshd import Sshd
@@ -26,23 +24,10 @@ class SshSession(TerminalSession):
 
     def __init__(self, sshd: "Sshd", user: "TestUser", state_dir: str,
                  command: Optional[str] = None, width: int = 160, height: int = 50) -> None:
-        self.sshd = sshd
-        self.user = user
-        self.state_dir = state_dir
-        self.command = command
-        self.argv = sshd.ssh_argv(user, command, tty=True)
-        self.term = Terminal(state_dir, self.argv, width=width, height=height)
-        self.client: Optional[procfs.Proc] = None
-        self.shell: Optional[procfs.Proc] = None
+        super().__init__(sshd, user, state_dir, command, sshd.ssh_argv(user, command, tty=True), width, height)
         self.sshd_session: Optional[procfs.Proc] = None
         self.local_ip: Optional[str] = None
         self.local_port: Optional[int] = None
-        self.connect_seconds: Optional[float] = None
-
-    def start(self) -> "SshSession":
-        self._clock = Stopwatch()
-        self.term.start()
-        return self
 
     def _diag(self) -> str:
         return (f"ssh session {self.user.name}: exit={self.term.exit_status()} client={self.client}\n"
@@ -76,53 +61,20 @@ class SshSession(TerminalSession):
     def wait_connected(self, timeout: float = 30.0, prompt: Optional[str] = None) -> "SshSession":
         self.client = wait_for(self._find_client, timeout, lambda: "ssh client connection; " + self._diag())
         self.shell = wait_for(self._find_shell, timeout, lambda: "remote login shell; " + self._diag())
-        if prompt is None and not self.command:
-            prompt = PROMPT_RE
-        if prompt:
-            self.term.wait_screen(prompt, timeout)
-        self.connect_seconds = self._clock.elapsed()
-        return self
-
-    @property
-    def shell_pid(self) -> Optional[int]:
-        return self.shell.pid if self.shell else None
-
-    @property
-    def client_pid(self) -> Optional[int]:
-        return self.client.pid if self.client else None
+        return self._connected(timeout, prompt)
 
     @property
     def sessionid(self) -> Optional[int]:
         return self.shell.sessionid if self.shell else None
 
-    def running(self) -> bool:
-        return self.client is not None and self.client.alive() and self.term.exit_status() is None
-
-    client_running = running
-
-    def exit_status(self) -> Optional[int]:
-        return self.term.exit_status()
-
-    client_exit_status = exit_status
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        return self.term.wait_exit(timeout)
-
-    def kill_client(self) -> None:
-        if self.client is None:
-            raise HarnessError("session has no client yet")
-        procfs.signal_proc(self.client.pid, self.client.starttime, signal.SIGKILL)
-        procfs.wait_gone([self.client], 10)
-        self.term.wait_exit(10)  # the wrapper has recorded the status (137)
+    # the client is the session: ssh's names for the shared client methods
+    running = TerminalSession.client_running
+    exit_status = TerminalSession.client_exit_status
+    wait_exit = TerminalSession.wait_client_exit
 
     def processes(self) -> List[procfs.Proc]:
-        if self.shell is None or not self.shell.alive():
-            return []
-        return [self.shell] + [p for p in procfs.descendants(self.shell.pid, proc_root=self.shell.proc_root)
-                               if not p.zombie]
-
-    def close(self) -> None:
-        self.term.close()
+        """The remote login shell and its live descendants."""
+        return self._tree(self.shell)
 
     def __repr__(self) -> str:
         return f"<SshSession {self.user.name}@{self.sshd.address} shell={self.shell_pid}>"

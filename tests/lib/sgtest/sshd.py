@@ -7,6 +7,7 @@ every login through it gets a real /proc/PID/loginuid and sessionid.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -22,7 +23,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_PORTS = range(2222, 2300)
 
 
-def _port_free(address: str, port: int) -> bool:
+def port_free(address: str, port: int) -> bool:
+    """Nothing listens on ``address:port`` (TCP)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -34,13 +36,48 @@ def _port_free(address: str, port: int) -> bool:
         s.close()
 
 
-def _banner(address: str, port: int) -> bool:
+def banner(address: str, port: int) -> bool:
+    """An SSH server answers on ``address:port`` (its first bytes are ``SSH-``)."""
     try:
         with socket.create_connection((address, port), timeout=1) as s:
             s.settimeout(2)
             return s.recv(64).startswith(b"SSH-")
     except OSError:
         return False
+
+
+def sshd_config(address: str, port: int, host_key: str, pid_file: str, keys_dir: str,
+                log_level: str = "VERBOSE", extra: Sequence[str] = ()) -> str:
+    """The configuration of every test sshd: key logins only, through PAM (so ``pam_loginuid`` gives
+    each login its audit session), on one loopback address. ``keys_dir/%u`` is read besides
+    ``~/.ssh/authorized_keys``. StrictModes is off because that directory may sit below /tmp, whose
+    world-writable mode would make sshd refuse every key in it."""
+    lines = [
+        f"Port {port}",
+        f"ListenAddress {address}",
+        "AddressFamily inet",
+        f"HostKey {host_key}",
+        f"PidFile {pid_file}",
+        "UsePAM yes",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "PermitRootLogin prohibit-password",
+        f"AuthorizedKeysFile .ssh/authorized_keys {keys_dir}/%u",
+        "StrictModes no",
+        "UseDNS no",
+        "PrintMotd no",
+        "PrintLastLog no",
+        "X11Forwarding no",
+        "AllowAgentForwarding no",
+        "MaxStartups 100:30:200",
+        "MaxSessions 50",
+        "LoginGraceTime 30",
+        "AcceptEnv LANG LC_*",
+        f"LogLevel {log_level}",
+        "Subsystem sftp /usr/lib/openssh/sftp-server",
+    ]
+    return "\n".join(lines + list(extra)) + "\n"
 
 
 class Sshd:
@@ -73,34 +110,6 @@ class Sshd:
         self.keys_dir = os.path.join(state_dir, "authorized_keys")
 
     # ------------------------------------------------------------------ lifecycle
-    def _config(self, port: int) -> str:
-        lines = [
-            f"Port {port}",
-            f"ListenAddress {self.address}",
-            "AddressFamily inet",
-            f"HostKey {self.host_key}",
-            f"PidFile {self.pid_file}",
-            "UsePAM yes",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "PermitRootLogin prohibit-password",
-            f"AuthorizedKeysFile .ssh/authorized_keys {self.keys_dir}/%u",
-            "StrictModes no",
-            "UseDNS no",
-            "PrintMotd no",
-            "PrintLastLog no",
-            "X11Forwarding no",
-            "AllowAgentForwarding no",
-            "MaxStartups 100:30:200",
-            "MaxSessions 50",
-            "LoginGraceTime 30",
-            "AcceptEnv LANG LC_*",
-            f"LogLevel {self.log_level}",
-            "Subsystem sftp /usr/lib/openssh/sftp-server",
-        ]
-        return "\n".join(lines + self.extra_config) + "\n"
-
     def start(self, timeout: float = 15.0) -> "Sshd":
         if self.proc is not None:
             raise HarnessError("sshd already started")
@@ -114,11 +123,12 @@ class Sshd:
         ports: Sequence[int] = [self.requested_port] if self.requested_port else DEFAULT_PORTS
         errors: List[str] = []
         for port in ports:
-            if not _port_free(self.address, port):
+            if not port_free(self.address, port):
                 errors.append(f"{port}: in use")
                 continue
             with open(here(self.config_path), "w") as fh:
-                fh.write(self._config(port))
+                fh.write(sshd_config(self.address, port, self.host_key, self.pid_file, self.keys_dir,
+                                     self.log_level, self.extra_config))
             self.host.run([SSHD_BINARY, "-t", "-f", self.config_path])
             for stale in (self.log_path, self.pid_file):
                 if os.path.exists(here(stale)):
@@ -132,7 +142,7 @@ class Sshd:
                 if proc.poll() is not None:
                     break
                 pid = self._spawned_pid(proc)
-                if pid and self._listening(pid, port, self.host.proc_root) and _banner(self.address, port):
+                if pid and self._listening(pid, port, self.host.proc_root) and banner(self.address, port):
                     self.proc, self.pid, self.port = proc, pid, port
                     self.starttime = procfs.starttime(pid, self.host.proc_root)
                     return self
@@ -240,7 +250,6 @@ class Sshd:
 
     def ssh_command_string(self, user: "TestUser") -> str:
         """The value for ``mosh --ssh=...`` (mosh splits it with Perl shellwords)."""
-        import shlex
         return " ".join(shlex.quote(a) for a in ["ssh"] + self.ssh_options(user.key_path))
 
     def run_as(self, user: "TestUser", command: str, *, check: bool = True,

@@ -12,11 +12,15 @@ import re
 import shlex
 import signal
 import subprocess
-from typing import List, Optional, Pattern, Sequence, Union
+from typing import TYPE_CHECKING, List, Optional, Pattern, Sequence, Union
 
 from . import procfs, utmp
 from .host import HarnessError, user_env
-from .waiting import wait_for
+from .waiting import Stopwatch, wait_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sshd import Sshd
+    from .users import TestUser
 
 TMUX_CONF = """\
 set -g remain-on-exit on
@@ -25,6 +29,8 @@ set -g history-limit 10000
 set -g escape-time 0
 set -g default-size {width}x{height}
 """
+
+PROMPT_RE = r"[$#]\s*$"
 
 _sync_counter = [0]
 
@@ -197,10 +203,40 @@ class Terminal:
 
 
 class TerminalSession:
-    """Typing into and reading from a client running in a :class:`Terminal` (``self.term``)."""
+    """A client (``mosh`` or ``ssh``) running in its own :class:`Terminal` (``self.term``), logged in as
+    ``user`` through ``sshd``: typing into it, reading its screen, and what both kinds share.
 
-    term: Terminal
+    Once connected, ``client`` is the local client process and ``shell`` the remote shell.
+    """
 
+    def __init__(self, sshd: "Sshd", user: "TestUser", state_dir: str, command: object, argv: Sequence[str],
+                 width: int, height: int, env: Optional[dict] = None) -> None:
+        self.sshd = sshd
+        self.user = user
+        self.state_dir = state_dir
+        self.command = command
+        self.argv = list(argv)
+        self.term = Terminal(state_dir, self.argv, env=env, width=width, height=height)
+        self.client: Optional[procfs.Proc] = None
+        self.shell: Optional[procfs.Proc] = None
+        self.connect_seconds: Optional[float] = None
+
+    def start(self):
+        self._clock = Stopwatch()
+        self.term.start()
+        return self
+
+    def _connected(self, timeout: float, prompt: Optional[str]):
+        """Wait for a login shell's prompt (``prompt``: a regex, default a line ending in ``$``/``#``
+        when no command was given; ``""`` skips the check), then note the time it took."""
+        if prompt is None and not self.command:
+            prompt = PROMPT_RE
+        if prompt:
+            self.term.wait_screen(prompt, timeout)
+        self.connect_seconds = self._clock.elapsed()
+        return self
+
+    # ------------------------------------------------------------------ typing and reading
     def send(self, line: str) -> None:
         """Type ``line`` + Enter into the remote shell."""
         self.term.send_line(line)
@@ -222,3 +258,42 @@ class TerminalSession:
     def sync(self, timeout: float = 15.0) -> None:
         """Return once the remote shell has executed everything typed so far."""
         self.term.sync(timeout)
+
+    # ------------------------------------------------------------------ the client
+    @property
+    def client_pid(self) -> Optional[int]:
+        return self.client.pid if self.client else None
+
+    def client_running(self) -> bool:
+        return self.client is not None and self.client.alive() and self.term.exit_status() is None
+
+    def client_exit_status(self) -> Optional[int]:
+        """Exit status of the client command (None while it still runs)."""
+        return self.term.exit_status()
+
+    def wait_client_exit(self, timeout: float = 15.0) -> int:
+        return self.term.wait_exit(timeout)
+
+    def kill_client(self) -> None:
+        """SIGKILL only the client (a vanished laptop): the server side keeps waiting."""
+        if self.client is None:
+            raise HarnessError("session has no client yet")
+        procfs.signal_proc(self.client.pid, self.client.starttime, signal.SIGKILL)
+        procfs.wait_gone([self.client], 10)
+        self.term.wait_exit(10)  # the wrapper has recorded the status (137)
+
+    @property
+    def shell_pid(self) -> Optional[int]:
+        return self.shell.pid if self.shell else None
+
+    @staticmethod
+    def _tree(top: Optional[procfs.Proc]) -> List[procfs.Proc]:
+        """``top`` and its live descendants, in the procfs it was read from ([] once it is gone)."""
+        if top is None or not top.alive():
+            return []
+        return [top] + [p for p in procfs.descendants(top.pid, proc_root=top.proc_root) if not p.zombie]
+
+    def close(self) -> None:
+        """Kill the client side (tmux server and everything in it). The user's side is
+        cleaned by user teardown."""
+        self.term.close()

@@ -80,9 +80,11 @@ class Sock:
 
 @dataclass(frozen=True)
 class Ptmx:
-    """An open pty master: ``/dev/ptmx`` in fd/, ``tty-index: N`` in fdinfo/ for the /dev/pts/N it drives."""
+    """An open pty master: its path in fd/ (``/dev/ptmx`` unless opened through another name), ``tty-index: N``
+    in fdinfo/ for the /dev/pts/N it drives."""
 
     index: int
+    path: str = PTMX
 
 
 @dataclass
@@ -306,7 +308,7 @@ class FakeProcfs(object):
                 target = 'socket:[%d]' % fd.inode
                 protos.add(fd.proto.rstrip('6'))
             elif isinstance(fd, Ptmx):
-                target = PTMX
+                target = fd.path
                 info += b'tty-index:\t%d\n' % fd.index
             else:
                 target = fd

@@ -132,7 +132,7 @@ def test_report_entries_are_escaped_and_json(fakeproc):
     assert entry['cmdline'] == 'ba\\u202esh \\x1b]0;pwned\\x07 \\xe9t\\xe9 \\x9b2J line\\x0abreak'
     plan = Plan(snap, [USER], 'mosh', False, (), fakeproc.judge())
     (s,) = plan.sessions
-    report = session_entry(s, s.kill, Clock(fakeproc.root))
+    report = session_entry(s, plan.kill_of(s), Clock(fakeproc.root))
     assert report['leader_pid'] == server.pid and report['process_count'] == 3
     started = datetime.datetime.fromtimestamp(BTIME + 4200 // CLK_TCK, datetime.timezone.utc)
     assert report['started'] == started.strftime('%Y-%m-%dT%H:%M:%SZ')

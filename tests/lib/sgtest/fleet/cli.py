@@ -10,7 +10,10 @@ import sys
 import time
 from typing import List, Optional
 
-from .fleet import DEFAULT_STATE_DIR, PROFILE_BY_NAME, Fleet, FleetError
+from ..host import HarnessError
+from .fleet import Fleet
+from .lifecycle import DEFAULT_STATE_DIR
+from .profiles import PROFILE_BY_NAME
 
 USAGE = """\
 examples:
@@ -136,7 +139,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (FleetError, KeyError) as exc:
+    except (HarnessError, KeyError) as exc:
         print(f"fleet: {exc}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # e.g. `fleet status | head -1`

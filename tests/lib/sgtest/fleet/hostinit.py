@@ -1,13 +1,13 @@
 """PID 1 of one fleet host: set the host up inside fresh namespaces, run sshd, reap orphans.
 
-Started by :mod:`sgfleet.fleet` as::
+Started by :mod:`sgtest.fleet.lifecycle` as::
 
     unshare --pid --mount --uts --fork --mount-proc --propagation private --kill-child \\
         /usr/bin/python3 -I -S hostinit.py HOSTDIR/config.json
 
 so this process is PID 1 of a new PID namespace, in a new (private) mount namespace
 with its own /proc, and a new UTS namespace. Standard library only (it runs on the
-system Python with ``-I -S``); it must not import sgtest or sgfleet.
+system Python with ``-I -S``); it must not import sgtest.
 
 Setup (all mounts are private to the host's mount namespace):
 

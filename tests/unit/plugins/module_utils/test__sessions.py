@@ -208,6 +208,21 @@ def test_a_server_is_found_by_what_it_holds_and_the_image_says_how(fakeproc):
     assert how == {renamed.pid: 'signature', lookalike.pid: 'behaviour'}
 
 
+def test_a_pty_master_is_known_by_the_kernels_word_not_its_path(fakeproc):
+    """The ptmx device opened through a bind mount under another name is still a pty master (fdinfo names its
+    pty); a file merely called ``ptmx`` is not one."""
+    base_host(fakeproc)
+    hidden, _hidden_shell = fakeproc.mosh_login(USER, session=7, pty=4, tag='tied')
+    hidden.fds = [hidden.fds[0], Ptmx(4, path='/home/bob/.cache/term')]
+    decoy = fakeproc.add(ppid=1, uid=USER, comm='decoy', tag='decoy',
+                         fds=[fakeproc.sock('udp', ('0.0.0.0', 40000)), '/home/bob/ptmx'])
+    fakeproc.build()
+    disc = Discovery(fakeproc.snapshot(), uids=[USER], judge=fakeproc.judge())
+    assert [p.pid for p in disc.mosh_servers()] == [hidden.pid]
+    assert disc.snap.get(decoy.pid).fds.pty_masters == []
+    assert [s.tty for s in disc.sessions() if s.leader.pid == hidden.pid] == ['pts/4']
+
+
 def test_a_later_scan_ties_newcomers_by_the_plans_labels(fakeproc):
     """After the leader is gone, what forks from the session still carries its audit session and logind
     scope: the plan's labels tie it; another login of the same user and other users stay out."""
