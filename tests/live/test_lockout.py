@@ -171,7 +171,7 @@ def test_key_password_and_mosh_are_refused_and_restore_brings_them_back(host, sg
     assert ok(host.restore([user.name]))['changed'] is False
 
 
-def test_a_set_expiry_date_comes_back(host, sg_scope):
+def test_a_set_expiry_date_comes_back(host, sg_scope, bystander):
     user = sg_scope.user(prefix='sgl')
     sg_scope.fleet.hosts[0].run(['chage', '-E', '2031-05-17', user.name])
     before = shadow_field(sg_scope.fleet.hosts[0], user.name)
@@ -179,8 +179,10 @@ def test_a_set_expiry_date_comes_back(host, sg_scope):
     r = ok(host.lockout([user.name]))['users'][0]
     assert 'account expiry (was 2031-05-17)' in r['closed']
     assert shadow_field(sg_scope.fleet.hosts[0], user.name) == '1'
+    assert_logs_in(host, bystander.user, password=False)
     ok(host.restore([user.name]))
     assert shadow_field(sg_scope.fleet.hosts[0], user.name) == before
+    bystander.assert_untouched()
 
 
 def test_check_mode_with_diff_changes_nothing_and_shows_what_would(host, sg_scope, bystander):
