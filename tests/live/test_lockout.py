@@ -199,7 +199,7 @@ def test_check_mode_with_diff_changes_nothing_and_shows_what_would(host, sg_scop
         {'name': 'Save', 'ansible.builtin.copy': {'content': '{{ r | to_json }}', 'dest': saved, 'mode': '0600'},
          'check_mode': False, 'diff': False},
     ])
-    assert play.returncode == 0, play.stdout
+    assert play.rc == 0, play.describe()
     with open(saved) as f:
         result = json.load(f)
 

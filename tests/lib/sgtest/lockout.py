@@ -30,19 +30,18 @@ class LockoutSshd(Sshd):
     """
 
     def __init__(self, host: Host, state_dir: str, **kw) -> None:
-        super().__init__(host, state_dir, **kw)
-        self.dropin_dir = os.path.join(state_dir, "sshd_config.d")
-        self.akc_dir = os.path.join(state_dir, "akc")
-
-    def _config(self, port: int) -> str:
-        kept = [line for line in super()._config(port).splitlines()
-                if not line.startswith(("PasswordAuthentication", "KbdInteractiveAuthentication"))]
-        return "\n".join([f"Include {self.dropin_dir}/*.conf"] + kept + [
+        dropin_dir = os.path.join(state_dir, "sshd_config.d")
+        akc_dir = os.path.join(state_dir, "akc")
+        super().__init__(host, state_dir, first_config=[
+            f"Include {dropin_dir}/*.conf",
             "PasswordAuthentication yes",
             "KbdInteractiveAuthentication yes",
-            f"AuthorizedKeysCommand /bin/cat {self.akc_dir}/%u",
+        ], extra_config=[
+            f"AuthorizedKeysCommand /bin/cat {akc_dir}/%u",
             "AuthorizedKeysCommandUser root",
-        ]) + "\n"
+        ], **kw)
+        self.dropin_dir = dropin_dir
+        self.akc_dir = akc_dir
 
     def start(self, timeout: float = 15.0) -> "LockoutSshd":
         for d in (self.dropin_dir, self.akc_dir):

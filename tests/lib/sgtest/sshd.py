@@ -47,11 +47,13 @@ def banner(address: str, port: int) -> bool:
 
 
 def sshd_config(address: str, port: int, host_key: str, pid_file: str, keys_dir: str,
-                log_level: str = "VERBOSE", extra: Sequence[str] = ()) -> str:
+                log_level: str = "VERBOSE", extra: Sequence[str] = (), first: Sequence[str] = ()) -> str:
     """The configuration of every test sshd: key logins only, through PAM (so ``pam_loginuid`` gives
     each login its audit session), on one loopback address. ``keys_dir/%u`` is read besides
     ``~/.ssh/authorized_keys``. StrictModes is off because that directory may sit below /tmp, whose
-    world-writable mode would make sshd refuse every key in it."""
+    world-writable mode would make sshd refuse every key in it. sshd keeps the first value it reads for
+    a keyword: ``first`` lines (an ``Include``, a setting that must win) come before these, ``extra``
+    lines after."""
     lines = [
         f"Port {port}",
         f"ListenAddress {address}",
@@ -77,7 +79,7 @@ def sshd_config(address: str, port: int, host_key: str, pid_file: str, keys_dir:
         f"LogLevel {log_level}",
         "Subsystem sftp /usr/lib/openssh/sftp-server",
     ]
-    return "\n".join(lines + list(extra)) + "\n"
+    return "\n".join(list(first) + lines + list(extra)) + "\n"
 
 
 class Sshd:
@@ -92,13 +94,14 @@ class Sshd:
 
     def __init__(self, host: Host, state_dir: str, port: Optional[int] = None,
                  address: Optional[str] = None, extra_config: Sequence[str] = (),
-                 log_level: str = "VERBOSE") -> None:
+                 log_level: str = "VERBOSE", first_config: Sequence[str] = ()) -> None:
         self.host = host
         self.address = address or host.address
         self.requested_port = port
         self.port: Optional[int] = None
         self.state_dir = state_dir
         self.extra_config = list(extra_config)
+        self.first_config = list(first_config)
         self.log_level = log_level
         self.proc: Optional[subprocess.Popen] = None
         self.pid: Optional[int] = None
@@ -128,7 +131,7 @@ class Sshd:
                 continue
             with open(here(self.config_path), "w") as fh:
                 fh.write(sshd_config(self.address, port, self.host_key, self.pid_file, self.keys_dir,
-                                     self.log_level, self.extra_config))
+                                     self.log_level, self.extra_config, self.first_config))
             self.host.run([SSHD_BINARY, "-t", "-f", self.config_path])
             for stale in (self.log_path, self.pid_file):
                 if os.path.exists(here(stale)):

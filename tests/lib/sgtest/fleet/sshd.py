@@ -21,9 +21,8 @@ KEYS_DIR = "/etc/ssh/authorized_keys"
 def host_sshd_config(name: str, address: str) -> str:
     """The host's ``/etc/ssh/sshd_config``: the test sshd's settings on port 22 of its address."""
     return (f"# sshd of fleet host {name} (written by tests/fleet); run by the host's init as sshd -D -e\n"
-            # First, as in Debian's sshd_config: sshd keeps the first value it reads, so a drop-in wins.
-            "Include /etc/ssh/sshd_config.d/*.conf\n"
-            + sshd_config(address, 22, HOST_KEY, PID_FILE, KEYS_DIR))
+            # The drop-in directory first, as in Debian's sshd_config: a drop-in's setting wins.
+            + sshd_config(address, 22, HOST_KEY, PID_FILE, KEYS_DIR, first=["Include /etc/ssh/sshd_config.d/*.conf"]))
 
 
 class HostSshd(Sshd):
