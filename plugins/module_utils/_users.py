@@ -10,8 +10,11 @@ Do not use this from other collections or standalone plugins/modules!
 
 from __future__ import annotations
 
+import os
 import pwd
 import re
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import UNSET_ID, read_loginuid
 
 # The portable grammar (what useradd accepts on Debian and RHEL; a trailing $ marks Samba machine accounts). It
 # only applies to names the host cannot resolve: a name NSS resolves (SSSD, AD, LDAP: ``Bob.Smith@corp.example``,
@@ -125,6 +128,18 @@ def _check_system(raw, uid, lowest, allow):
         raise UserError('users: %r has UID %d, a system account (below UID_MIN %d in /etc/login.defs, '
                         'or the overflow UID); refusing. Name a regular user, or set '
                         'allow_system_users=true.' % (raw, uid, lowest))
+
+
+def task_owners(environ=None):
+    """(uid, why) of the people behind this task: the user whose login runs it (its loginuid, kept across sudo
+    and become) and, under sudo, the user who ran sudo. Locking either out would shut the operator out of the
+    host they are working on."""
+    environ = os.environ if environ is None else environ
+    login = read_loginuid()
+    own = [(login, 'the user who logged in to run this task')] if login not in (None, UNSET_ID) else []
+    if environ.get('SUDO_UID', '').isdigit():
+        own.append((int(environ['SUDO_UID']), 'the user who ran sudo for this task'))
+    return own
 
 
 def protected(targets, specs, own=()):

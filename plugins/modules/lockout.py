@@ -206,9 +206,8 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import Entry, Layout, Lockout, LockoutError, PERSISTENCE
-from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import UNSET_ID, read_loginuid
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sshd import Sshd
-from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, protected, resolve
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, protected, resolve, task_owners
 
 
 def main():
@@ -229,11 +228,7 @@ def main():
     try:
         targets, absent = resolve(p['users'], allow_system_users=p['allow_system_users'] or p['state'] == 'absent')
         if p['state'] == 'present':
-            login = read_loginuid()
-            own = [(login, 'the user who logged in to run this task')] if login not in (None, UNSET_ID) else []
-            if os.environ.get('SUDO_UID', '').isdigit():
-                own.append((int(os.environ['SUDO_UID']), 'the user who ran sudo for this task'))
-            protected(targets + list(absent), p['protected_users'], own)
+            protected(targets + list(absent), p['protected_users'], task_owners())
     except UserError as e:
         module.fail_json(msg=str(e))
     if os.geteuid() != 0:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve, task_owners
 
 
 @pytest.mark.parametrize('spec, needle', [
@@ -72,3 +72,8 @@ def test_names_the_directory_resolves_are_taken_as_spelled(monkeypatch):
     with pytest.raises(UserError) as e:
         resolve(['Unknown@corp.example'])
     assert "'Unknown@corp.example' is not a valid user" in str(e.value)
+
+
+def test_the_user_who_ran_sudo_is_one_of_the_task_owners():
+    assert (1234, 'the user who ran sudo for this task') in task_owners({'SUDO_UID': '1234'})
+    assert all(why != 'the user who ran sudo for this task' for _uid, why in task_owners({'SUDO_UID': '12a'}))
