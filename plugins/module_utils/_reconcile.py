@@ -105,7 +105,7 @@ def plan(groups, protected_users, owners, getent_shadow, root=PROC, prefer_psuti
             ent = pwd.getpwuid(uid)
         except KeyError:
             skipped.append({'uid': uid, 'user': None, 'processes': counts[uid],
-                            'why': 'no name resolves for this UID (a deleted user, or the directory is unreachable); '
+                            'why': 'no name resolves for this UID (a deleted user, or the directory is unreachable) - '
                                    'never revoked by reconcile'})
             continue
         name = ent.pw_name

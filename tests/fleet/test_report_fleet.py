@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -222,6 +223,20 @@ def plan_lines(run):
     return out
 
 
+def listed(line):
+    """(users to revoke, users skipped) in one host's listing line."""
+    head = line.split('; ')[0]
+    revoke = re.findall(r'(?:^(?:would )?revoke |\), )([^\s(),;]+) \(', head)
+    return sorted(revoke), sorted(re.findall(r'skipped ((?:UID )?[^\s(]+) \(', line))
+
+
+def local_group(fleet, name, members_of):
+    """A local group of that name on every host, listing ``members_of(host)``."""
+    for h in fleet.hosts:
+        h.run(['groupadd', name])
+        h.run(['gpasswd', '-M', ','.join(members_of(h)), name])
+
+
 def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
         logins, directory, sg_scope, user_factory, mosh_session_factory, bystander_factory):  # noqa: F811
     fleet = logins
@@ -231,25 +246,20 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
     local = user_factory()
     expired_host = fleet.hosts[1]
     expired = user_factory(hosts=[expired_host])
-    group = 'sgallow%d' % (os.getpid() % 10000)
-    bystanders = [bystander_factory(h) for h in fleet.hosts]
-    members = [stays_name, leaves_name, local.name, expired.name] + [b.user.name for b in bystanders]
-    directory.add_group(group, 46000 + os.getpid() % 3000, members)
+    tag = os.getpid() % 3000
+    group, empty, here = 'sgallow%d' % tag, 'sgempty%d' % tag, 'sglocal%d' % tag
+    bystanders = dict((h.name, bystander_factory(h)) for h in fleet.hosts)
+    directory.add_group(group, 46000 + tag, [stays_name, leaves_name, local.name, expired.name]
+                        + [b.user.name for b in bystanders.values()])
+    directory.add_group(empty, 43000 + tag, [])
+    local_group(fleet, here, lambda h: [local.name, bystanders[h.name].user.name]
+                + ([expired.name] if h is expired_host else []))
     try:
         sessions = {}
         for h in fleet.hosts:
             sessions[h.name] = {'stays': mosh_session_factory(stays[h.name]), 'leaves': mosh_session_factory(leaves[h.name]),
                                 'local': mosh_session_factory(local, h)}
         old_expiry = mosh_session_factory(expired, expired_host)
-        # Before any change in the directory, everyone is allowed.
-        clean = reconcile(fleet, group, reconcile_dry_run=True)
-        assert clean.rc == 0, clean.describe()
-        assert all(plan_lines(clean)[h.name].startswith('nothing to revoke') for h in fleet.hosts), plan_lines(clean)
-
-        ldapmodify(directory, 'dn: cn=%s,ou=groups,%s\nchangetype: modify\ndelete: memberUid\nmemberUid: %s\n'
-                   % (group, ldap.SUFFIX, leaves_name))
-        yesterday = time.strftime('%Y-%m-%d', time.gmtime(time.time() - 86400))
-        expired_host.run(['chage', '-E', yesterday, expired.name])
         expiry_field = shadow_field(expired_host, expired.name)
 
         def untouched():
@@ -258,6 +268,46 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
                 for s in sessions[h.name].values():
                     assert s.client_running(), (h.name, s)
             assert old_expiry.client_running() and shadow_field(expired_host, expired.name) == expiry_field
+            for b in bystanders.values():
+                b.assert_untouched()
+
+        # Before any change in the directory, everyone is allowed.
+        clean = reconcile(fleet, group, reconcile_dry_run=True)
+        assert clean.rc == 0, clean.describe()
+        assert all(plan_lines(clean)[h.name].startswith('nothing to revoke') for h in fleet.hosts), plan_lines(clean)
+
+        # An empty group is an error, not "everyone is outside".
+        nobody = reconcile(fleet, empty)
+        assert nobody.rc != 0 and "group '%s' (gid %d) resolves with no members" % (empty, 43000 + tag) in nobody.stdout
+        assert 'Close the door' not in nobody.stdout
+        untouched()
+
+        # A directory outage with a local allowed group: every directory user is a UID with no name, never revoked.
+        directory.stop()
+        try:
+            wait_for(lambda: fleet.hosts[0].run(['getent', 'passwd', stays_name], check=False).returncode != 0, 30,
+                     'the directory users to stop resolving')
+            outage = reconcile(fleet, here)
+        finally:
+            directory.resume()
+        assert outage.rc == 0, outage.describe()
+        for h in fleet.hosts:
+            revoke, skipped = listed(plan_lines(outage)[h.name])
+            assert revoke == [] and sorted(['UID %d' % stays[h.name].uid, 'UID %d' % leaves[h.name].uid]) == skipped, \
+                plan_lines(outage)
+        untouched()
+
+        def directory_answers():
+            for h in fleet.hosts:
+                wait_for(lambda h=h: h.run(['getent', 'group', group], check=False).returncode == 0, 60,
+                         'the directory to answer %s again' % h.name)
+
+        directory_answers()
+        ldapmodify(directory, 'dn: cn=%s,ou=groups,%s\nchangetype: modify\ndelete: memberUid\nmemberUid: %s\n'
+                   % (group, ldap.SUFFIX, leaves_name))
+        yesterday = time.strftime('%Y-%m-%d', time.gmtime(time.time() - 86400))
+        expired_host.run(['chage', '-E', yesterday, expired.name])
+        expiry_field = shadow_field(expired_host, expired.name)
 
         # Dry run: the same users listed, nothing changes.
         dry = reconcile(fleet, group, reconcile_dry_run=True)
@@ -265,19 +315,25 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
         lines = plan_lines(dry)
         for h in fleet.hosts:
             assert lines[h.name].startswith('would revoke '), lines
+            assert listed(lines[h.name])[0] == sorted([leaves_name] + ([expired.name] if h is expired_host else [])), lines
             assert '%s (not in groups %s)' % (leaves_name, group) in lines[h.name], lines
-            assert (expired.name in lines[h.name]) == (h is expired_host), lines
-            assert stays_name not in lines[h.name] and local.name not in lines[h.name], lines
         assert '%s (account expired on %s)' % (expired.name, yesterday) in lines[expired_host.name]
         assert '2 user(s) to revoke across the fleet' in dry.stdout
         assert 'Close the door' not in dry.stdout
         untouched()
 
+        # A protected user is never listed, whatever the groups say.
+        guarded = reconcile(fleet, group, reconcile_dry_run=True, sessionguard_protected_users=[leaves_name])
+        assert guarded.rc == 0, guarded.describe()
+        for h in fleet.hosts:
+            assert listed(plan_lines(guarded)[h.name]) == (
+                [expired.name] if h is expired_host else [], [leaves_name]), plan_lines(guarded)
+
         # More users than the limit: stops before anything.
         limited = reconcile(fleet, group, reconcile_max_users=1)
         assert limited.rc != 0, limited.describe()
         assert 'Refusing: 2 users would be revoked across the fleet' in limited.stdout
-        assert 'End the users' not in limited.stdout
+        assert 'Close the door' not in limited.stdout
         untouched()
 
         # The directory stopped: the allowed group does not resolve, the run fails before revoking anyone.
@@ -290,10 +346,8 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
             directory.resume()
         assert dark.rc != 0, dark.describe()
         assert "group '%s' does not resolve" % group in dark.stdout
-        assert 'Close the door' not in dark.stdout and 'End the users' not in dark.stdout
-        for h in fleet.hosts:
-            wait_for(lambda h=h: h.run(['getent', 'group', group], check=False).returncode == 0, 60,
-                     'the directory to answer %s again' % h.name)
+        assert 'Close the door' not in dark.stdout
+        directory_answers()
         untouched()
 
         # The real run.
@@ -307,8 +361,10 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
             cp = h.sshd.run_as(leaves[h.name], 'echo got-in', check=False)
             assert cp.returncode == 255 and 'got-in' not in cp.stdout
             assert sessions[h.name]['stays'].client_running() and sessions[h.name]['local'].client_running(), h.name
+            cp = h.sshd.run_as(stays[h.name], 'echo got-in', check=False)
+            assert cp.returncode == 0 and 'got-in' in cp.stdout
         assert old_expiry.wait_client_exit() == 0 and expired.on(expired_host).processes() == []
-        for b in bystanders:
+        for b in bystanders.values():
             b.assert_untouched()
     finally:
         names = [leaves_name, expired.name]
@@ -316,6 +372,7 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
             if any(n in deny_list(h) for n in names):
                 run_playbook(fleet, 'restore', {'restore_users': [n for n in names if n in deny_list(h)],
                                                 'restore_force': True, 'sessionguard_hosts': h.name})
+            h.run(['groupdel', here], check=False)
             for users in (stays, leaves):
                 u = users[h.name]
                 h.kill_all_as(u.uid, u.gid)
