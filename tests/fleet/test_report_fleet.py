@@ -26,6 +26,8 @@ from test_lockout_fleet import deny_list, directory, directory_user, logins, run
 pytestmark = pytest.mark.fleet
 
 SCRIPT_PAYLOAD = '<script>window.sgPwned="script"</script>'
+# A process name that a spreadsheet would run as a formula, carrying the script tag too.
+FORMULA_PAYLOAD = '=HYPERLINK("http://203.0.113.9/x","open")' + SCRIPT_PAYLOAD
 IMG_PAYLOAD = '<img/src=x/onerror=window.sgPwned="img">'
 CHROMIUM = '/usr/bin/chromium'
 
@@ -77,9 +79,9 @@ def test_the_report_shows_every_session_safely_sorts_filters_and_has_the_login_h
     other = user_factory()
     live = [mosh_session_factory(user, h) for h in fleet.hosts] + [mosh_session_factory(other, h) for h in fleet.hosts]
     live.append(ssh_session_factory(other, second))
-    # A hostile user: a server whose argv[0] is a script tag, and the utmp host text it writes for itself.
+    # A hostile user: a server whose argv[0] is a formula and a script tag, and the utmp host text it writes for itself.
     hostile = user_factory(hosts=[first])
-    evil = mosh_session_factory(hostile, first, server=spoofed_server(hostile.on(first), argv0=SCRIPT_PAYLOAD))
+    evil = mosh_session_factory(hostile, first, server=spoofed_server(hostile.on(first), argv0=FORMULA_PAYLOAD))
     assert utmp.rewrite_host(evil.server_pid, '%s via mosh [%d]' % (IMG_PAYLOAD, evil.server_pid),
                              first.utmp_path) == 1
     # History: a mosh session and an SSH login, both started and ended here.
@@ -112,7 +114,8 @@ def test_the_report_shows_every_session_safely_sorts_filters_and_has_the_login_h
     assert [s['host'] for s in ssh_rows] == [second.name]
     assert report['unreachable'] == [] and report['summary']['hosts_audited'] == len(fleet.hosts)
     (evil_row,) = [s for s in report['sessions'] if s['user'] == hostile.name]
-    assert SCRIPT_PAYLOAD in evil_row['command'] and evil_row['client_ip'] == IMG_PAYLOAD and evil_row['suspicious']
+    assert evil_row['command'].startswith(FORMULA_PAYLOAD) and evil_row['client_ip'] == IMG_PAYLOAD
+    assert evil_row['suspicious']
 
     # History: the ended mosh session with client IP, start and duration; the SSH login.
     hist = [e for e in report['history'] if e['host'] == second.name and e['user'] == other.name]
@@ -129,6 +132,7 @@ def test_the_report_shows_every_session_safely_sorts_filters_and_has_the_login_h
         rows = list(csv.DictReader(f))
     for row in rows:
         assert not any(v.startswith(('=', '+', '-', '@')) for v in row.values()), row
+    assert [r['command'] for r in rows if r['user'] == hostile.name and r['record'] == 'session'] == ["'" + evil_row['command']]
     sessions_csv = [dict((k, v[1:] if v.startswith("'") else v) for k, v in row.items() if k != 'record')
                     for row in rows if row['record'] == 'session']
     fields = list(sessions_csv[0])
@@ -162,7 +166,7 @@ def test_the_report_shows_every_session_safely_sorts_filters_and_has_the_login_h
     assert checks['rows'] == len(report['sessions'])
     assert checks['pids'] == sorted((s['host'], str(s['leader_pid'])) for s in report['sessions'])
     assert checks['elements'] == 0 and checks['pwned'] is None
-    assert len(checks['evil_text']) == 1 and SCRIPT_PAYLOAD in checks['evil_text'][0]
+    assert checks['evil_text'] == [evil_row['command']]
     assert checks['evil_ip'] == [IMG_PAYLOAD]
     assert checks['asc'] == sorted(checks['asc']) and checks['desc'] == sorted(checks['asc'], reverse=True)
     assert checks['asc'] != checks['desc']
