@@ -292,6 +292,8 @@ class Evidence(object):
     def write(self, freezer=None):
         """After the kill: store the snapshot (in a helper with a deadline: a hung disk cannot hold the module)."""
         if not self.taken:
+            if not self.problems:
+                self.problems.append('no snapshot: the revocation stopped before the set was frozen')
             self._cleanup()
             return
         self.doc['complete'] = not self.problems

@@ -19,7 +19,7 @@ description:
   - Each record holds the SHA-256 of the record before it (C(prev)) and its own (C(sha256), over the record's
     canonical JSON without it). The log is appended under an exclusive lock, so Ansible's forks and parallel runs on
     one controller never interleave lines or fork the chain.
-  - The host's snapshot (RV(evidence.path)) is copied to C(evidence/HOST/RUN_ID.json) next to the log, and its hash
+  - The host's snapshot (the C(path) in the module result's C(evidence)) is copied to C(evidence/HOST/RUN_ID.json) next to the log, and its hash
     checked against the one the host reported.
   - Refuses to append (and fails) when the log's last record is cut short or does not match its own hash; check
     the log with C(ansible-playbook sessionguard.mosh.verify_log).

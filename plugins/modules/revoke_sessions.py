@@ -504,8 +504,8 @@ def main():
         module.warn('%d process(es) of the revoked sessions run this task and were left running: %s'
                     % (len(result['spared']), ', '.join(str(e['pid']) for e in result['spared'])))
     if p['evidence'] and result['evidence']['reason'] and result['totals']['processes'] and not module.check_mode:
-        module.warn('the forensic snapshot is %s: %s' % ('missing' if result['evidence']['missing'] else 'incomplete',
-                                                        result['evidence']['reason']))
+        ev = result['evidence']
+        module.warn('the forensic snapshot is %s: %s' % ('missing' if ev['missing'] else 'incomplete', ev['reason']))
     for entry in result['unreadable']:
         module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
     if 'aborted' in result:

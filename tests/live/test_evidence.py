@@ -78,9 +78,8 @@ def find(uid, marker):
     return procs[0] if procs else None
 
 
-def test_snapshot_lists_a_deleted_server_a_tcp_nohup_job_and_a_file_in_tmp(default_target, user_factory,
-                                                                             mosh_session_factory, bystander,
-                                                                             evidence_dir, listener):
+def test_snapshot_lists_a_deleted_server_a_tcp_nohup_job_and_a_file_in_tmp(
+        default_target, user_factory, mosh_session_factory, bystander, evidence_dir, listener):
     port, accept = listener
     user = user_factory()
     session = mosh_session_factory(user, server=spoofed_server(user))
@@ -137,8 +136,8 @@ def test_snapshot_lists_a_deleted_server_a_tcp_nohup_job_and_a_file_in_tmp(defau
     bystander.assert_untouched()
 
 
-def test_a_read_only_evidence_directory_does_not_stop_the_revocation(default_target, user_factory,
-                                                                      mosh_session_factory, bystander, evidence_dir):
+def test_a_read_only_evidence_directory_does_not_stop_the_revocation(
+        default_target, user_factory, mosh_session_factory, bystander, evidence_dir):
     os.makedirs(evidence_dir, 0o700)
     subprocess.run(['mount', '--bind', evidence_dir, evidence_dir], check=True)
     try:
@@ -215,3 +214,23 @@ def test_5000_processes_give_a_complete_file_and_a_small_result(default_target, 
     assert size < RESULT_MAX_BYTES
     assert taken_seconds - plain_seconds <= 1.0
     bystander.assert_untouched()
+
+
+def test_the_time_budget_running_out_leaves_an_incomplete_file_and_the_kill_done(
+        default_target, user_factory, evidence_dir):
+    user = user_factory()
+    shell = spawn(user, 300)
+    wait_for(lambda: len(procfs.pids_of_uid(user.uid)) == 301, 60, 'processes of %s' % user.name)
+    result = default_target.run('revoke_sessions', {'users': [user.name], 'scope': 'all', 'grace_period': 1,
+                                                    'evidence': True, 'evidence_dir': evidence_dir,
+                                                    'evidence_timeout': 0.001})
+    shell.wait(30)
+    assert not result['failed'], result.get('msg', result)
+    assert result['totals']['processes'] == 301 and result['survivors'] == []
+    assert procfs.pids_of_uid(user.uid) == []
+    ev = result['evidence']
+    assert ev['complete'] is False and ev['missing'] is False
+    assert 'time budget of 0.001 s ran out after' in ev['reason']
+    snap = load_snapshot(result)
+    assert snap['complete'] is False and snap['problems'] == [ev['reason']]
+    assert ev['processes_recorded'] == len(snap['processes']) < snap['process_count'] == 301

@@ -17,6 +17,7 @@ RSYSLOGD = "/usr/sbin/rsyslogd"
 SOCKET = "/run/sgfleet/dev-log"
 DEV_LOG = "/dev/log"
 AUTH_LOG = "/var/log/auth.log"    # on the host: HOSTDIR/var-log/auth.log from the machine
+CONF = "/etc/sgfleet/rsyslog.conf"  # on the host: HOSTDIR/etc-upper/sgfleet/rsyslog.conf
 
 CONFIG = f"""# sessionguard fleet host: /dev/log -> {SOCKET} (the host's own /run); files in the host's /var/log
 module(load="imuxsock" SysSock.Name="{SOCKET}" SysSock.Unlink="on")
@@ -37,13 +38,14 @@ def ensure_dev_log() -> None:
 
 
 def syslogd_argv(hostdir: str) -> List[str]:
-    """Write the host's rsyslog configuration; the command hostinit starts inside the host."""
+    """Write the host's rsyslog configuration into its own /etc layer (the state dir may be below /tmp, which the
+    host covers with its own); the command hostinit starts inside the host."""
     if not os.access(RSYSLOGD, os.X_OK):
         raise HarnessError(f"{RSYSLOGD} missing: run tests/bootstrap.sh (it installs rsyslog)")
-    conf = os.path.join(hostdir, "rsyslog.conf")
-    with open(conf, "w") as fh:
+    os.makedirs(os.path.join(hostdir, "etc-upper", "sgfleet"), 0o755, exist_ok=True)
+    with open(os.path.join(hostdir, "etc-upper", CONF[len("/etc/"):]), "w") as fh:
         fh.write(CONFIG)
-    return [RSYSLOGD, "-n", "-f", conf, "-i", "/run/rsyslogd.pid"]
+    return [RSYSLOGD, "-n", "-f", CONF, "-i", "/run/rsyslogd.pid"]
 
 
 def auth_log(hostdir: str) -> str:
