@@ -21,7 +21,9 @@ static void child(uid_t uid, pid_t parent)
 {
 	if (setgroups(0, NULL) || setresgid(65534, 65534, 65534) || setresuid(uid, uid, uid))
 		_exit(1);
-	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || getppid() != parent)
+	/* The credential change made the child non-dumpable (root would own its /proc entry); a user's program is
+	 * dumpable after its exec, and so is this one now. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) || prctl(PR_SET_DUMPABLE, 1) || getppid() != parent)
 		_exit(1);
 	for (;;)
 		pause();

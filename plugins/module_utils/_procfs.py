@@ -61,10 +61,28 @@ def _read_fd(fd, limit):
 
 
 def _read_owned(path):
-    """(contents, owner UID) of a /proc file in one open: procfs gives its files the owner of /proc/PID."""
+    """(contents, owner UID) of /proc/PID/stat in one open: procfs gives its files the owner of /proc/PID.
+
+    One read(2): the kernel formats the whole stat line (well under 4 KiB: comm is at most 64 bytes, the rest
+    numbers) at once.
+    """
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return _read_fd(fd, _READ_MAX), os.fstat(fd).st_uid
+        return os.read(fd, 4096), os.fstat(fd).st_uid
+    finally:
+        os.close(fd)
+
+
+def _read_number(path):
+    """An integer file such as /proc/PID/loginuid (one read(2) of a few bytes), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).strip() or -1)
+    except (OSError, ValueError):
+        return None
     finally:
         os.close(fd)
 
@@ -388,15 +406,20 @@ class ProcfsReader(object):
     def read_light(self, pid):
         """A Proc for ``pid`` with what every process needs (stat, the owner of /proc/PID, loginuid, audit
         session); the rest is read on first use (``load``). None when it is gone."""
+        base = '%s/%d/' % (self.root, pid)   # not os.path.join: this runs for every process of the host
         try:
-            raw, owner = _read_owned(self.path(pid, 'stat'))
+            raw, owner = _read_owned(base + 'stat')
             fields = parse_stat(raw)
         except (OSError, ValueError, IndexError):
             return None
-        fields['owner'] = owner
-        fields['loginuid'] = _read_int(self.path(pid, 'loginuid'))
-        fields['audit_session'] = _read_int(self.path(pid, 'sessionid'))
-        return Proc(pid=pid, _reader=self, **fields)
+        p = Proc.__new__(Proc)
+        p.pid, p.owner, p._reader, p._fds = pid, owner, self, None
+        p.name, p.state, p.ppid, p.pgrp = fields['name'], fields['state'], fields['ppid'], fields['pgrp']
+        p.sid, p.tty_nr, p.start_ticks = fields['sid'], fields['tty_nr'], fields['start_ticks']
+        p.loginuid = _read_number(base + 'loginuid')
+        p.audit_session = _read_number(base + 'sessionid')
+        p._uids = p._exe = p._exe_deleted = p._cmdline = p._cgroup = p._logind_session = p._netns = _UNREAD
+        return p
 
     def load_uids(self, proc):
         """Read ``proc``'s UIDs; False when they cannot be read (it is gone)."""

@@ -1,0 +1,320 @@
+"""All benchmarks of sessionguard.mosh, side by side with what operators run today. Run as root:
+
+    ANSIBLE_COLLECTIONS_PATH=$(bash tests/tools/collection-path.sh) .venv/bin/python benchmarks/run.py
+
+Each comparison runs both sides in the same run, alternating, ``--rounds`` times, and reports the median, the
+spread (lowest-highest) and the ratio of medians; timings on a shared machine are noisy, ratios measured side by
+side are what counts. ``--baseline REF`` adds the collection as of a git ref (``main``) as a third side.
+``--write`` records the table, the machine, the command and the plot in docs/benchmarks.md.
+
+  discovery  a crowded host (``--procs`` processes of 20 users, 100 mosh sessions): the in-process time to find
+             one user's sessions and everything tied to them, against ``pgrep -u USER`` plus
+             ``pgrep -x mosh-server`` on the same process table.
+  module     ``ansible localhost -m sessionguard.mosh.revoke_sessions`` (scope all) against ``ansible localhost -m
+             ansible.builtin.command -a 'pkill -KILL -u USER'`` for a user with 500 processes (no mosh-server),
+             on that host; and the module process's peak memory.
+  scaling    discovery at 1k, 5k, 10k and 20k processes, beside pgrep.
+  fleet      time-to-dead on the test fleet (tests/fleet): see benchmarks/fleet.py, which this runs.
+
+Processes are made by crowd.c (compiled on the fly): paused children spread over dedicated numeric UIDs
+(61000-61019, 61100) that no account has; everything of those UIDs is killed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+CROWD_UIDS = list(range(61000, 61020))
+VICTIM = CROWD_UIDS[0]      # the user whose sessions discovery looks for
+MODULE_VICTIM = 61100       # the user with 500 processes the module and pkill end
+MOSH_SESSIONS = 100
+PYTHON = sys.executable
+
+
+def sh(argv, **kw):
+    return subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+class Work(object):
+    """Scratch directory: the crowd binary, a collections path for the baseline, the memory wrapper."""
+
+    def __init__(self, baseline):
+        self.dir = tempfile.mkdtemp(prefix='sg-bench-')
+        self.crowd = os.path.join(self.dir, 'crowd')
+        subprocess.run(['gcc', '-O2', '-o', self.crowd, os.path.join(HERE, 'crowd.c')], check=True)
+        self.sides = {'branch': os.environ.get('ANSIBLE_COLLECTIONS_PATH') or self._collections('HEAD', live=True)}
+        if baseline:
+            self.sides[baseline] = self._collections(baseline)
+        self.rss_file = os.path.join(self.dir, 'maxrss')
+        self.wrapper = os.path.join(self.dir, 'python-maxrss')
+        with open(self.wrapper, 'w') as f:
+            # The module's interpreter, wrapped: records the peak RSS of the module process (and its helpers).
+            f.write('#!%s\nimport resource, subprocess, sys\nrc = subprocess.call([%r] + sys.argv[1:])\n'
+                    'with open(%r, "a") as f:\n    f.write("%%d\\n" %% resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n'
+                    'sys.exit(rc)\n' % (PYTHON, PYTHON, self.rss_file))
+        os.chmod(self.wrapper, 0o755)
+
+    def _collections(self, ref, live=False):
+        root = os.path.join(self.dir, 'coll-' + ref.replace('/', '_'))
+        dest = os.path.join(root, 'ansible_collections', 'sessionguard', 'mosh')
+        os.makedirs(os.path.dirname(dest))
+        if live:
+            os.symlink(REPO, dest)
+        else:
+            os.makedirs(dest)
+            archive = subprocess.run(['git', '-C', REPO, 'archive', ref], check=True, stdout=subprocess.PIPE).stdout
+            subprocess.run(['tar', '-x', '-C', dest], input=archive, check=True)
+        return root
+
+    def close(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def crowd(work, count, uids):
+    """``count`` paused processes spread over ``uids``; all gone on exit."""
+    p = subprocess.Popen([work.crowd, str(count)] + [str(u) for u in uids], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        if p.stdout.readline().strip() != b'ready':
+            raise RuntimeError('crowd did not start')
+        yield p
+    finally:
+        p.stdin.close()
+        p.wait()
+        kill_uids(uids)
+
+
+def kill_uids(uids):
+    for uid in uids:
+        sh(['pkill', '-KILL', '-u', str(uid)])
+    deadline = time.monotonic() + 30
+    while count_procs(uids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def count_procs(uids):
+    want, n = set(uids), 0
+    for d in os.listdir('/proc'):
+        try:
+            n += d.isdigit() and os.stat('/proc/' + d).st_uid in want
+        except OSError:
+            pass
+    return n
+
+
+def start_mosh_servers(n, uids):
+    """``n`` real mosh-servers (no client: they wait up to 60 s for one), spread over ``uids``, on loopback."""
+    for i in range(n):
+        uid = uids[i % len(uids)]
+        sh(['setpriv', '--reuid=%d' % uid, '--regid=%d' % uid, '--clear-groups', 'env', 'LANG=C.UTF-8', 'HOME=/tmp',
+            'mosh-server', 'new', '-i', '127.0.0.1', '--', 'sleep', '100000'], cwd='/tmp', start_new_session=True)
+
+
+def timed(argv, **kw):
+    t = time.monotonic()
+    r = sh(argv, **kw)
+    return time.monotonic() - t, r
+
+
+def probe(work, side, uid, reader):
+    env = dict(os.environ, PYTHONPATH=work.sides[side])
+    r = sh([PYTHON, os.path.join(HERE, '_probe.py'), str(uid), reader], env=env)
+    if r.returncode:
+        raise RuntimeError('probe failed: %s' % r.stderr[-2000:])
+    return json.loads(r.stdout)
+
+
+def pgrep_pair(uid):
+    t = time.monotonic()
+    sh(['pgrep', '-u', str(uid)])
+    sh(['pgrep', '-x', 'mosh-server'])
+    return time.monotonic() - t
+
+
+class Series(object):
+    def __init__(self):
+        self.samples = {}
+
+    def add(self, name, value):
+        self.samples.setdefault(name, []).append(value)
+
+    def median(self, name):
+        return statistics.median(self.samples[name])
+
+    def cell(self, name, unit='s'):
+        v = self.samples[name]
+        fmt = '%.2f' if unit == 's' else '%.0f'
+        return (fmt + ' %s (%s-%s)') % (statistics.median(v), unit, fmt % min(v), fmt % max(v))
+
+
+def bench_discovery(work, rounds, procs, series, label='discovery', sides=None):
+    sides = sides or list(work.sides)
+    with crowd(work, procs - MOSH_SESSIONS, CROWD_UIDS):
+        start_mosh_servers(MOSH_SESSIONS, CROWD_UIDS)
+        for _ in range(rounds):
+            series.add((label, 'pgrep'), pgrep_pair(VICTIM))
+            for side in sides:
+                for reader in ('procfs', 'psutil'):
+                    out = probe(work, side, VICTIM, reader)
+                    series.add((label, side, reader), out['seconds'])
+                    series.add((label, side, reader, 'planned'), out['planned'])
+        kill_uids(CROWD_UIDS)
+
+
+def ansible_localhost(work, side, module, args):
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=work.sides[side], ANSIBLE_PIPELINING='1',
+               ANSIBLE_LOCALHOST_WARNING='0', ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
+    return timed([os.path.join(os.path.dirname(PYTHON), 'ansible'), 'localhost', '-m', module, '-a', args,
+                  '-e', 'ansible_python_interpreter=%s' % work.wrapper], env=env)
+
+
+def last_rss(work):
+    with open(work.rss_file) as f:
+        return int(f.read().split()[-1]) / 1024.0
+
+
+def bench_module(work, rounds, procs, series):
+    args = json.dumps({'users': [str(MODULE_VICTIM)], 'scope': 'all'})
+    with crowd(work, procs - 500, CROWD_UIDS):
+        for _ in range(rounds):
+            for side in ['pkill'] + list(work.sides):
+                with crowd(work, 500, [MODULE_VICTIM]):
+                    if side == 'pkill':
+                        secs, r = ansible_localhost(work, 'branch', 'ansible.builtin.command',
+                                                    'pkill -KILL -u %d' % MODULE_VICTIM)
+                    else:
+                        secs, r = ansible_localhost(work, side, 'sessionguard.mosh.revoke_sessions', args)
+                    left = count_procs([MODULE_VICTIM])
+                    if r.returncode or left:
+                        raise RuntimeError('%s: rc %d, %d processes left\n%s' % (side, r.returncode, left, r.stdout[-3000:]))
+                    series.add(('module', side), secs)
+                    if side != 'pkill':
+                        series.add(('module', side, 'rss'), last_rss(work))
+
+
+def bench_scaling(work, rounds, sizes, series):
+    for n in sizes:
+        bench_discovery(work, rounds, n, series, label='scaling-%d' % n, sides=['branch'])
+
+
+def machine():
+    cpu = 'unknown CPU'
+    with open('/proc/cpuinfo') as f:
+        for line in f:
+            if line.startswith('model name'):
+                cpu = line.split(':', 1)[1].strip()
+                break
+    return '%s, %d CPUs, %s, Linux %s, Python %s' % (cpu, os.cpu_count(), mem_total(), platform.release(),
+                                                     platform.python_version())
+
+
+def mem_total():
+    with open('/proc/meminfo') as f:
+        kb = int(f.readline().split()[1])
+    return '%.0f GB RAM' % (kb / 1048576.0)
+
+
+def table(series, work, args):
+    """Rows of (what, ours, reference, ratio, target) as markdown lines."""
+    rows = ['| comparison | sessionguard | reference | ratio | target |', '|---|---|---|---|---|']
+    sides = list(work.sides)
+    if ('discovery', 'pgrep') in series.samples:
+        ref = series.median(('discovery', 'pgrep'))
+        for side in sides:
+            for reader in ('procfs', 'psutil'):
+                key = ('discovery', side, reader)
+                rows.append('| discovery, %d processes, %s reader (%s) | %s | pgrep -u + pgrep -x: %s | %.2fx | <= 0.5x |'
+                            % (args.procs, reader, side, series.cell(key), series.cell(('discovery', 'pgrep')),
+                               series.median(key) / ref))
+    if ('module', 'pkill') in series.samples:
+        ref = series.median(('module', 'pkill'))
+        for side in sides:
+            key = ('module', side)
+            rows.append('| module end to end, 500 processes (%s) | %s | ad-hoc pkill: %s | %.2fx | <= 1.3x |'
+                        % (side, series.cell(key), series.cell(('module', 'pkill')), series.median(key) / ref))
+            rows.append('| module peak memory (%s) | %s | | | < 50 MB |' % (side, series.cell(('module', side, 'rss'), 'MB')))
+    sizes = sorted(int(k[0].split('-')[1]) for k in series.samples if k[0].startswith('scaling-') and k[1:] == ('pgrep',))
+    if sizes:
+        per = [series.median(('scaling-%d' % n, 'branch', 'procfs')) / n * 1000 for n in sizes]
+        for n, p in zip(sizes, per):
+            key = ('scaling-%d' % n, 'branch', 'procfs')
+            rows.append('| scaling: discovery at %d processes | %s (%.3f s per 1,000) | pgrep pair: %s | %.2fx | |'
+                        % (n, series.cell(key), p, series.cell(('scaling-%d' % n, 'pgrep')),
+                           series.median(key) / series.median(('scaling-%d' % n, 'pgrep'))))
+        mid = statistics.median(per)
+        rows.append('| scaling: time per 1,000 processes, %s | largest deviation from the median %.0f %% | | | < 25 %% |'
+                    % ('1k-20k' if len(sizes) > 1 else '', max(abs(p - mid) / mid for p in per) * 100))
+    return rows
+
+
+def plot(series, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    sizes = sorted(int(k[0].split('-')[1]) for k in series.samples if k[0].startswith('scaling-') and k[1:] == ('pgrep',))
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, label in ((('branch', 'procfs'), 'sessionguard discovery (procfs reader)'),
+                       (('branch', 'psutil'), 'sessionguard discovery (psutil reader)'),
+                       (('pgrep',), 'pgrep -u USER + pgrep -x mosh-server')):
+        xs = [n for n in sizes if ('scaling-%d' % n,) + key in series.samples]
+        ax.plot([n / 1000.0 for n in xs], [series.median(('scaling-%d' % n,) + key) for n in xs], marker='o', label=label)
+    ax.set_xlabel('processes on the host (thousands)')
+    ax.set_ylabel('seconds (median)')
+    ax.set_title('Finding one user\'s sessions on a crowded host')
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit('run as root')
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--rounds', type=int, default=5)
+    ap.add_argument('--procs', type=int, default=10000)
+    ap.add_argument('--only', default='discovery,module,scaling', help='comma-separated: discovery,module,scaling')
+    ap.add_argument('--sizes', default='1000,5000,10000,20000')
+    ap.add_argument('--baseline', help='also measure the collection as of this git ref (e.g. main)')
+    ap.add_argument('--json', help='write the raw samples here')
+    ap.add_argument('--plot', help='write the scaling plot here (PNG)')
+    args = ap.parse_args()
+    only = set(args.only.split(','))
+    work = Work(args.baseline)
+    series = Series()
+    try:
+        if 'discovery' in only:
+            bench_discovery(work, args.rounds, args.procs, series)
+        if 'module' in only:
+            bench_module(work, args.rounds, args.procs, series)
+        if 'scaling' in only:
+            bench_scaling(work, max(3, args.rounds // 2), [int(x) for x in args.sizes.split(',')], series)
+    finally:
+        kill_uids(CROWD_UIDS + [MODULE_VICTIM])
+        work.close()
+    print('Machine: %s' % machine())
+    print('Command: %s' % ' '.join(shlex.quote(a) for a in sys.argv))
+    print('\n'.join(table(series, work, args)))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(('/'.join(map(str, k)), v) for k, v in series.samples.items()), f, indent=1)
+    if args.plot:
+        plot(series, args.plot)
+
+
+if __name__ == '__main__':
+    main()
