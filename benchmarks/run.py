@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -42,6 +43,7 @@ VICTIM = CROWD_UIDS[0]      # the user whose sessions discovery looks for
 MODULE_VICTIM = 61100       # the user with 500 processes the module and pkill end
 MOSH_SESSIONS = 100
 PYTHON = sys.executable
+LOCK = '/tmp/sg-live.lock'
 
 
 def sh(argv, **kw):
@@ -161,9 +163,20 @@ class Series(object):
         return (fmt + ' %s (%s-%s)') % (statistics.median(v), unit, fmt % min(v), fmt % max(v))
 
 
+@contextlib.contextmanager
+def live_lock():
+    """The machine-wide lock of everything that starts mosh, sshd or fleets; held per measurement only."""
+    with open(LOCK, 'a') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def bench_discovery(work, rounds, procs, series, label='discovery', sides=None):
     sides = sides or list(work.sides)
-    with crowd(work, procs - MOSH_SESSIONS, CROWD_UIDS):
+    with live_lock(), crowd(work, procs - MOSH_SESSIONS, CROWD_UIDS):
         start_mosh_servers(MOSH_SESSIONS, CROWD_UIDS)
         for _ in range(rounds):
             series.add((label, 'pgrep'), pgrep_pair(VICTIM))

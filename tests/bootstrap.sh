@@ -18,7 +18,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 # slapd, ldap-utils, nslcd, libnss-ldapd: the fleet's LDAP directory (tests/fleet/sgfleet/ldap.py). This machine's
 # own nsswitch.conf is left alone (preseeded below); only fleet hosts point NSS at the directory.
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
-    shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd)
+    shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd
+    gcc)  # gcc: benchmarks/crowd.c
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
