@@ -178,7 +178,7 @@ def bench_discovery(work, rounds, procs, series, label='discovery', sides=None):
     sides = sides or list(work.sides)
     with live_lock(), crowd(work, procs - MOSH_SESSIONS, CROWD_UIDS):
         start_mosh_servers(MOSH_SESSIONS, CROWD_UIDS)
-        for _ in range(rounds):
+        for _round in range(rounds):
             series.add((label, 'pgrep'), pgrep_pair(VICTIM))
             for side in sides:
                 for reader in ('procfs', 'psutil'):
@@ -203,7 +203,7 @@ def last_rss(work):
 def bench_module(work, rounds, procs, series):
     args = json.dumps({'users': [str(MODULE_VICTIM)], 'scope': 'all'})
     with crowd(work, procs - 500, CROWD_UIDS):
-        for _ in range(rounds):
+        for _round in range(rounds):
             for side in ['pkill'] + list(work.sides):
                 with crowd(work, 500, [MODULE_VICTIM]):
                     if side == 'pkill':
@@ -297,7 +297,7 @@ def plot(series, path):
 def main():
     if os.geteuid() != 0:
         sys.exit('run as root')
-    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--procs', type=int, default=10000)
     ap.add_argument('--only', default='discovery,module,scaling', help='comma-separated: discovery,module,scaling')
