@@ -224,6 +224,45 @@ def bench_scaling(work, rounds, sizes, series):
         bench_discovery(work, rounds, n, series, label='scaling-%d' % n, sides=['branch'])
 
 
+def fleet_sizes(series):
+    return sorted(int(k[0].split('-')[1]) for k in series.samples if k[0].startswith('fleet-') and k[1:] == ('revoke', 'dead'))
+
+
+def fleet_model(series, fit=(5, 10)):
+    """Time-to-dead of the revoke playbook as a + b * hosts, fitted on the ``fit`` sizes (least squares).
+
+    On one machine the fleet's hosts and the controller share its CPUs, so every host adds the same CPU work
+    (controller and host side) to one queue: time grows linearly with the hosts once the forks keep the CPUs busy.
+    """
+    pts = [(n, series.median(('fleet-%d' % n, 'revoke', 'dead'))) for n in fit if ('fleet-%d' % n, 'revoke', 'dead') in series.samples]
+    if len(pts) < 2:
+        return None
+    mx = sum(n for n, _ in pts) / len(pts)
+    my = sum(t for _, t in pts) / len(pts)
+    b = sum((n - mx) * (t - my) for n, t in pts) / sum((n - mx) ** 2 for n, _ in pts)
+    return my - b * mx, b
+
+
+def fleet_rows(series, forks):
+    rows = []
+    model = fleet_model(series)
+    for n in fleet_sizes(series):
+        k = 'fleet-%d' % n
+        ratio = series.median((k, 'revoke', 'dead')) / series.median((k, 'pkill', 'dead'))
+        rows.append('| fleet time-to-dead, %d hosts x 5 mosh sessions, %d forks | %s (wall %s) | ad-hoc pkill: %s (wall %s) '
+                    '| %.2fx | <= 1.5x |' % (n, forks, series.cell((k, 'revoke', 'dead')), series.cell((k, 'revoke', 'wall')),
+                                            series.cell((k, 'pkill', 'dead')), series.cell((k, 'pkill', 'wall')), ratio))
+    if model:
+        a, b = model
+        for n in fleet_sizes(series):
+            if n in (5, 10):
+                continue
+            got = series.median(('fleet-%d' % n, 'revoke', 'dead'))
+            rows.append('| model (fit on 5 and 10 hosts: %.1f s + %.2f s/host) at %d hosts | predicts %.1f s | measured %.1f s '
+                        '| error %+.0f %% | within 25 %% |' % (a, b, n, a + b * n, got, ((a + b * n) / got - 1) * 100))
+    return rows
+
+
 def machine():
     cpu = 'unknown CPU'
     with open('/proc/cpuinfo') as f:
@@ -271,7 +310,7 @@ def table(series, work, args):
         mid = statistics.median(per)
         rows.append('| scaling: time per 1,000 processes, %s | largest deviation from the median %.0f %% | | | < 25 %% |'
                     % ('1k-20k' if len(sizes) > 1 else '', max(abs(p - mid) / mid for p in per) * 100))
-    return rows
+    return rows + fleet_rows(series, args.forks)
 
 
 def plot(series, path):
@@ -292,6 +331,22 @@ def plot(series, path):
     ax.legend()
     fig.tight_layout()
     fig.savefig(path)
+    hosts = fleet_sizes(series)
+    if hosts:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for side, label in (('revoke', 'ansible-playbook sessionguard.mosh.revoke'), ('pkill', "ansible -m command -a 'pkill -KILL -u U'")):
+            ax.plot(hosts, [series.median(('fleet-%d' % n, side, 'dead')) for n in hosts], marker='o', label=label)
+        model = fleet_model(series)
+        if model:
+            a, b = model
+            ax.plot(hosts, [a + b * n for n in hosts], linestyle='--', label='model fitted on 5 and 10 hosts')
+        ax.set_xlabel('fleet hosts (5 mosh sessions each)')
+        ax.set_ylabel('time to dead, seconds (median)')
+        ax.set_title('Fleet time-to-dead, watched from outside')
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path.replace('.png', '-fleet.png'))
 
 
 def main():
@@ -300,7 +355,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--procs', type=int, default=10000)
-    ap.add_argument('--only', default='discovery,module,scaling', help='comma-separated: discovery,module,scaling')
+    ap.add_argument('--only', default='discovery,module,scaling,fleet', help='comma-separated: discovery,module,scaling,fleet')
+    ap.add_argument('--fleet-sizes', default='5,10,20,50')
+    ap.add_argument('--fleet-rounds', type=int, default=2)
+    ap.add_argument('--forks', type=int, default=20)
     ap.add_argument('--sizes', default='1000,5000,10000,20000')
     ap.add_argument('--baseline', help='also measure the collection as of this git ref (e.g. main)')
     ap.add_argument('--json', help='write the raw samples here')
@@ -316,6 +374,10 @@ def main():
             bench_module(work, args.rounds, args.procs, series)
         if 'scaling' in only:
             bench_scaling(work, max(3, args.rounds // 2), [int(x) for x in args.sizes.split(',')], series)
+        if 'fleet' in only:
+            import fleet   # pylint: disable=import-outside-toplevel  # needs the test harness (tests/lib)
+            for n in [int(x) for x in args.fleet_sizes.split(',')]:
+                fleet.measure(n, args.fleet_rounds, args.forks, series, live_lock)
     finally:
         kill_uids(CROWD_UIDS + [MODULE_VICTIM])
         work.close()

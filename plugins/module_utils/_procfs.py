@@ -403,9 +403,14 @@ class ProcfsReader(object):
                 return tuple(int(x) for x in line.split()[1:5])
         return None
 
-    def read_light(self, pid):
+    def read_light(self, pid, previous=None):
         """A Proc for ``pid`` with what every process needs (stat, the owner of /proc/PID, loginuid, audit
-        session); the rest is read on first use (``load``). None when it is gone."""
+        session); the rest is read on first use (``load``). None when it is gone.
+
+        ``previous``: this PID's record from an earlier snapshot. While it is the same process (same start time)
+        its loginuid and audit session are kept, as every field but stat and UIDs always was on a rescan: a
+        rescan reads one file per known process.
+        """
         base = '%s/%d/' % (self.root, pid)   # not os.path.join: this runs for every process of the host
         try:
             raw, owner = _read_owned(base + 'stat')
@@ -416,8 +421,11 @@ class ProcfsReader(object):
         p.pid, p.owner, p._reader, p._fds = pid, owner, self, None
         p.name, p.state, p.ppid, p.pgrp = fields['name'], fields['state'], fields['ppid'], fields['pgrp']
         p.sid, p.tty_nr, p.start_ticks = fields['sid'], fields['tty_nr'], fields['start_ticks']
-        p.loginuid = _read_number(base + 'loginuid')
-        p.audit_session = _read_number(base + 'sessionid')
+        if previous is not None and previous.start_ticks == p.start_ticks:
+            p.loginuid, p.audit_session = previous.loginuid, previous.audit_session
+        else:
+            p.loginuid = _read_number(base + 'loginuid')
+            p.audit_session = _read_number(base + 'sessionid')
         p._uids = p._exe = p._exe_deleted = p._cmdline = p._cgroup = p._logind_session = p._netns = _UNREAD
         return p
 
@@ -565,7 +573,7 @@ class Snapshot(object):
     def _read(self, pid, old, want):
         if old is None and want is None:
             return self.reader.read(pid)
-        p = self.reader.read_light(pid)
+        p = self.reader.read_light(pid, old)
         if p is None:
             return None
         if old is not None and old.start_ticks == p.start_ticks:

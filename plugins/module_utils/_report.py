@@ -66,9 +66,9 @@ def nameless_uids(snap):
     for p in snap.procs.values():
         if p.zombie or p.kernel_thread:
             continue
-        if not p.loaded('uids') and p.owner and user_of(p.owner) is not None:
-            continue    # owned by an account, so it runs as one (Proc.may_run_as): no need to read its UIDs
-        counts[p.uid] = counts.get(p.uid, 0) + 1
+        # Not read in full: the owner of its /proc entry (not root) is the UID it runs as (Proc.may_run_as).
+        uid = p.owner if not p.loaded('uids') and p.owner else p.uid
+        counts[uid] = counts.get(uid, 0) + 1
     return bounded([{'uid': uid, 'count': n} for uid, n in sorted(counts.items()) if user_of(uid) is None])
 
 

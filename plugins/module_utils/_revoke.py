@@ -239,10 +239,11 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     probe_reader = ProcfsReader(root)
 
     def probe(pid):
-        # One PID read straight from /proc (psutil is slower per process): for the fork-hopper catcher.
+        # One PID read straight from /proc, cheaply first (what ``tied`` asks is read on demand): for the
+        # fork-hopper catcher.
         if pid in exclude:
             return None
-        p = probe_reader.read(pid)
+        p = probe_reader.read_light(pid)
         return p if p is not None and plan.tied(p) else None
 
     message = Notice(notice) if notice else None
