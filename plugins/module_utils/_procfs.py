@@ -425,7 +425,9 @@ class ProcfsReader(object):
             p.loginuid, p.audit_session = previous.loginuid, previous.audit_session
         else:
             p.loginuid = _read_number(base + 'loginuid')
-            p.audit_session = _read_number(base + 'sessionid')
+            # The kernel hands out an audit session only with a loginuid (audit_set_loginuid): where the loginuid
+            # is unset, so is the session, and most processes of a crowded host were never logged in.
+            p.audit_session = UNSET_ID if p.loginuid == UNSET_ID else _read_number(base + 'sessionid')
         p._uids = p._exe = p._exe_deleted = p._cmdline = p._cgroup = p._logind_session = p._netns = _UNREAD
         return p
 
