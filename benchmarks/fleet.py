@@ -63,6 +63,15 @@ class Watch(threading.Thread):
             time.sleep(0.02)
 
 
+def startup():
+    """Seconds ``ansible-playbook sessionguard.mosh.revoke`` takes when no host matches: its fixed start-up cost."""
+    argv = [venv_bin('ansible-playbook'), '-i', 'localhost,', 'sessionguard.mosh.revoke',
+            '-e', json.dumps({'revoke_users': ['nobody'], 'sessionguard_hosts': 'no_such_host'})]
+    t = time.monotonic()
+    subprocess.run(argv, env=ansible_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    return time.monotonic() - t
+
+
 def open_sessions(scope, fleet, sessions):
     user = scope.user()
     started = []

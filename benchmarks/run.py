@@ -228,19 +228,70 @@ def fleet_sizes(series):
     return sorted(int(k[0].split('-')[1]) for k in series.samples if k[0].startswith('fleet-') and k[1:] == ('revoke', 'dead'))
 
 
-def fleet_model(series, fit=(5, 10)):
+def fleet_model(series, fit=(5, 10), kind='dead'):
     """Time-to-dead of the revoke playbook as a + b * hosts, fitted on the ``fit`` sizes (least squares).
 
     On one machine the fleet's hosts and the controller share its CPUs, so every host adds the same CPU work
     (controller and host side) to one queue: time grows linearly with the hosts once the forks keep the CPUs busy.
     """
-    pts = [(n, series.median(('fleet-%d' % n, 'revoke', 'dead'))) for n in fit if ('fleet-%d' % n, 'revoke', 'dead') in series.samples]
+    pts = [(n, series.median(('fleet-%d' % n, 'revoke', kind))) for n in fit if ('fleet-%d' % n, 'revoke', kind) in series.samples]
     if len(pts) < 2:
         return None
     mx = sum(n for n, _ in pts) / len(pts)
     my = sum(t for _, t in pts) / len(pts)
     b = sum((n - mx) * (t - my) for n, t in pts) / sum((n - mx) ** 2 for n, _ in pts)
     return my - b * mx, b
+
+
+# What the AWX model assumes of an execution node (its CPUs), and the fleet sizes and knobs it tabulates.
+NODE_CPUS = 4
+AWX_HOSTS = (1000, 10000)
+AWX_SLICES = (1, 5, 10, 20)
+AWX_FORKS = (20, 50, 100, 200)
+
+
+def awx_parts(series):
+    """The measured per-host costs of the revoke playbook (seconds), from the fleet runs of this machine:
+
+    ``startup``  ansible-playbook until its first connection (no host matched: parsing, roles, plugins);
+    ``dead``     one host's time from its first connection to its last process gone (fit at 1 host, less start-up);
+    ``full``     one host's whole run (lockout, kill, verify) likewise, from the wall-time fit;
+    ``cpu``      controller CPU per host (ansible, its forks and ssh), median over every run.
+    """
+    model = fleet_model(series)
+    wall = fleet_model(series, kind='wall')
+    if not model or not wall or ('fleet-startup',) not in series.samples:
+        return None
+    startup = series.median(('fleet-startup',))
+    cpu = statistics.median(v / n for n in fleet_sizes(series) for v in series.samples[('fleet-%d' % n, 'revoke', 'cpu')])
+    return {'startup': startup, 'dead': model[0] + model[1] - startup, 'full': wall[0] + wall[1] - startup, 'cpu': cpu}
+
+
+def awx_predict(parts, hosts, slices, forks, cpus=NODE_CPUS):
+    """Time-to-dead of ``hosts`` hosts in ``slices`` job slices of ``forks`` forks, each on a node of ``cpus`` CPUs.
+
+    A slice runs its hosts in waves of ``forks`` (strategy free keeps every fork busy); its last wave's hosts die
+    ``dead`` after they start. A node cannot go faster than its CPUs allow: ``cpu`` seconds per host over ``cpus``.
+    """
+    per_slice = -(-hosts // slices)
+    waves = -(-per_slice // forks)
+    latency = (waves - 1) * parts['full'] + parts['dead']
+    return parts['startup'] + max(latency, per_slice * parts['cpu'] / cpus)
+
+
+def awx_rows(series):
+    parts = awx_parts(series)
+    if not parts:
+        return []
+    rows = ['', 'Model inputs (measured here): start-up %.1f s, one host to dead %.1f s, one host in full %.1f s, '
+            'controller CPU %.2f s per host; an execution node of %d CPUs.'
+            % (parts['startup'], parts['dead'], parts['full'], parts['cpu'], NODE_CPUS), '',
+            '| hosts | slices | ' + ' | '.join('%d forks' % f for f in AWX_FORKS) + ' |',
+            '|---|---|' + '---|' * len(AWX_FORKS)]
+    for h in AWX_HOSTS:
+        for s in AWX_SLICES:
+            rows.append('| %d | %d | ' % (h, s) + ' | '.join('%.0f s' % awx_predict(parts, h, s, f) for f in AWX_FORKS) + ' |')
+    return rows
 
 
 def fleet_rows(series, forks):
@@ -280,10 +331,9 @@ def mem_total():
     return '%.0f GB RAM' % (kb / 1048576.0)
 
 
-def table(series, work, args):
+def table(series, sides, args):
     """Rows of (what, ours, reference, ratio, target) as markdown lines."""
     rows = ['| comparison | sessionguard | reference | ratio | target |', '|---|---|---|---|---|']
-    sides = list(work.sides)
     if ('discovery', 'pgrep') in series.samples:
         ref = series.median(('discovery', 'pgrep'))
         for side in sides:
@@ -310,7 +360,7 @@ def table(series, work, args):
         mid = statistics.median(per)
         rows.append('| scaling: time per 1,000 processes, %s | largest deviation from the median %.0f %% | | | < 25 %% |'
                     % ('1k-20k' if len(sizes) > 1 else '', max(abs(p - mid) / mid for p in per) * 100))
-    return rows + fleet_rows(series, args.forks)
+    return rows + fleet_rows(series, args.forks) + awx_rows(series)
 
 
 def plot(series, path):
@@ -362,11 +412,15 @@ def main():
     ap.add_argument('--sizes', default='1000,5000,10000,20000')
     ap.add_argument('--baseline', help='also measure the collection as of this git ref (e.g. main)')
     ap.add_argument('--json', help='write the raw samples here')
+    ap.add_argument('--from-json', nargs='+', help='measure nothing: report the samples of these --json files')
     ap.add_argument('--plot', help='write the scaling plot here (PNG)')
     args = ap.parse_args()
     only = set(args.only.split(','))
-    work = Work(args.baseline)
     series = Series()
+    if args.from_json:
+        report(series, args, load(series, args.from_json))
+        return
+    work = Work(args.baseline)
     try:
         if 'discovery' in only:
             bench_discovery(work, args.rounds, args.procs, series)
@@ -376,17 +430,42 @@ def main():
             bench_scaling(work, max(3, args.rounds // 2), [int(x) for x in args.sizes.split(',')], series)
         if 'fleet' in only:
             import fleet   # pylint: disable=import-outside-toplevel  # needs the test harness (tests/lib)
+            for _round in range(3):
+                series.add(('fleet-startup',), fleet.startup())
             for n in [int(x) for x in args.fleet_sizes.split(',')]:
                 fleet.measure(n, args.fleet_rounds, args.forks, series, live_lock)
     finally:
         kill_uids(CROWD_UIDS + [MODULE_VICTIM])
         work.close()
-    print('Machine: %s' % machine())
-    print('Command: %s' % ' '.join(shlex.quote(a) for a in sys.argv))
-    print('\n'.join(table(series, work, args)))
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(('/'.join(map(str, k)), v) for k, v in series.samples.items()), f, indent=1)
+            json.dump({'sides': list(work.sides), 'machine': machine(), 'command': sys.argv,
+                       'samples': [[list(k), v] for k, v in series.samples.items()]}, f, indent=1)
+    report(series, args, {'sides': list(work.sides), 'machine': machine(), 'command': sys.argv})
+
+
+def load(series, paths):
+    """Samples of earlier runs, merged; the machine and command of the first."""
+    meta = None
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        if 'samples' not in data:   # the first format: "a/b/c" keys, nothing else
+            sides = sorted(set(k.split('/')[1] for k in data if k.startswith('module/')) - {'pkill'})
+            data = {'sides': sorted(sides, key=lambda s: s != 'branch'), 'machine': machine(),
+                    'command': ['benchmarks/run.py', '--baseline'] + [s for s in sides if s != 'branch'],
+                    'samples': [[k.split('/'), v] for k, v in data.items()]}
+        for k, v in data['samples']:
+            for x in v:
+                series.add(tuple(k), x)
+        meta = meta or data
+    return meta
+
+
+def report(series, args, meta):
+    print('Machine: %s' % meta['machine'])
+    print('Command: %s' % ' '.join(shlex.quote(a) for a in meta['command']))
+    print('\n'.join(table(series, meta['sides'], args)))
     if args.plot:
         plot(series, args.plot)
 

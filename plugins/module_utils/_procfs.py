@@ -595,9 +595,9 @@ class Snapshot(object):
 
     def _carry(self, p, old):
         """``p`` (freshly read stat and labels) with the fields read for ``old``; UIDs read again if they were."""
-        for field in _LAZY:
-            if field != 'uids' and old.loaded(field):
-                setattr(p, field, getattr(old, field))
+        # Slot to slot: what was never read stays unread (this runs for every known process of every rescan).
+        p._exe, p._exe_deleted, p._cmdline = old._exe, old._exe_deleted, old._cmdline
+        p._cgroup, p._logind_session, p._netns = old._cgroup, old._logind_session, old._netns
         if old.loaded('uids') and not self.reader.load_uids(p):
             return None
         return p
