@@ -237,9 +237,9 @@ def fleet_model(series, fit=(5, 10), kind='dead'):
     pts = [(n, series.median(('fleet-%d' % n, 'revoke', kind))) for n in fit if ('fleet-%d' % n, 'revoke', kind) in series.samples]
     if len(pts) < 2:
         return None
-    mx = sum(n for n, _ in pts) / len(pts)
-    my = sum(t for _, t in pts) / len(pts)
-    b = sum((n - mx) * (t - my) for n, t in pts) / sum((n - mx) ** 2 for n, _ in pts)
+    xs, ys = [n for n, _t in pts], [t for _n, t in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    b = sum((n - mx) * (t - my) for n, t in pts) / sum((n - mx) ** 2 for n in xs)
     return my - b * mx, b
 
 
@@ -300,9 +300,10 @@ def fleet_rows(series, forks):
     for n in fleet_sizes(series):
         k = 'fleet-%d' % n
         ratio = series.median((k, 'revoke', 'dead')) / series.median((k, 'pkill', 'dead'))
+        cells = (series.cell((k, 'revoke', 'dead')), series.cell((k, 'revoke', 'wall')),
+                 series.cell((k, 'pkill', 'dead')), series.cell((k, 'pkill', 'wall')))
         rows.append('| fleet time-to-dead, %d hosts x 5 mosh sessions, %d forks | %s (wall %s) | ad-hoc pkill: %s (wall %s) '
-                    '| %.2fx | <= 1.5x |' % (n, forks, series.cell((k, 'revoke', 'dead')), series.cell((k, 'revoke', 'wall')),
-                                            series.cell((k, 'pkill', 'dead')), series.cell((k, 'pkill', 'wall')), ratio))
+                    '| %.2fx | <= 1.5x |' % ((n, forks) + cells + (ratio,)))
     if model:
         a, b = model
         for n in fleet_sizes(series):
