@@ -1,7 +1,7 @@
 """One in-process discovery on this machine, timed; run by benchmarks/run.py in a fresh interpreter.
 
 Usage: PYTHONPATH=<collections dir> python benchmarks/_probe.py UID READER
-Prints seconds and the number of processes planned, as JSON. READER is ``procfs`` or ``psutil``. Works against
+Prints seconds, the number of processes planned and the size of the process table, as JSON. READER is ``procfs`` or ``psutil``. Works against
 older checkouts too (whose Snapshot reads every process in full and takes no ``uids``).
 """
 
@@ -25,7 +25,7 @@ def main():
     plan = _revoke.Plan(snap, [uid], 'all', False, _procfs.own_chain(), _sessions.ExeJudge())
     planned = len(plan.procs)
     print(json.dumps({'seconds': time.monotonic() - t, 'planned': planned, 'reader': reader.name,
-                      'sessions': len(plan.sessions)}))
+                      'sessions': len(plan.sessions), 'table': len(snap.procs)}))
 
 
 if __name__ == '__main__':
