@@ -258,17 +258,18 @@ def awx_parts(series):
     """The measured per-host costs of the revoke playbook (seconds), from the fleet runs of this machine:
 
     ``startup``  ansible-playbook until its first connection (no host matched: parsing, roles, plugins);
-    ``dead``     one host's time from its first connection to its last process gone (fit at 1 host, less start-up);
-    ``full``     one host's whole run (lockout, kill, verify) likewise, from the wall-time fit;
-    ``cpu``      controller CPU per host (ansible, its forks and ssh), median over every run.
+    ``dead``     one host's time from its first connection to its last process gone (the 1-host runs: the
+                 machine's CPUs idle but for that host, so this is latency, not CPU queueing);
+    ``full``     one host's whole run (lockout, kill, verify, summary) likewise;
+    ``cpu``      controller CPU per host (ansible, its forks and ssh), median over the runs of 5 hosts and more.
     """
-    model = fleet_model(series)
-    wall = fleet_model(series, kind='wall')
-    if not model or not wall or ('fleet-startup',) not in series.samples:
+    if ('fleet-startup',) not in series.samples or ('fleet-1', 'revoke', 'dead') not in series.samples:
         return None
     startup = series.median(('fleet-startup',))
-    cpu = statistics.median(v / n for n in fleet_sizes(series) for v in series.samples[('fleet-%d' % n, 'revoke', 'cpu')])
-    return {'startup': startup, 'dead': model[0] + model[1] - startup, 'full': wall[0] + wall[1] - startup, 'cpu': cpu}
+    cpu = statistics.median(v / n for n in fleet_sizes(series) if n >= 5
+                            for v in series.samples[('fleet-%d' % n, 'revoke', 'cpu')])
+    return {'startup': startup, 'dead': series.median(('fleet-1', 'revoke', 'dead')) - startup,
+            'full': series.median(('fleet-1', 'revoke', 'wall')) - startup, 'cpu': cpu}
 
 
 def awx_predict(parts, hosts, slices, forks, cpus=NODE_CPUS):
@@ -287,7 +288,14 @@ def awx_rows(series):
     parts = awx_parts(series)
     if not parts:
         return []
-    rows = ['', 'Model inputs (measured here): start-up %.1f s, one host to dead %.1f s, one host in full %.1f s, '
+    rows = []
+    if ('fleet-50', 'revoke', 'dead') in series.samples:
+        # With CPUs to spare, 50 hosts at 20 forks take three waves of one host's latency.
+        free = awx_predict(dict(parts, cpu=0), 50, 1, 20)
+        got = series.median(('fleet-50', 'revoke', 'dead'))
+        rows.append('| 50 hosts with CPUs to spare (latency only, 20 forks) | %.1f s | measured %.1f s | %.0f %% of it is '
+                    'waiting for CPU | |' % (free, got, (got - free) / got * 100))
+    rows += ['', 'Model inputs (measured here): start-up %.1f s, one host to dead %.1f s, one host in full %.1f s, '
             'controller CPU %.2f s per host; an execution node of %d CPUs.'
             % (parts['startup'], parts['dead'], parts['full'], parts['cpu'], NODE_CPUS), '',
             '| hosts | slices | ' + ' | '.join('%d forks' % f for f in AWX_FORKS) + ' |',
@@ -311,7 +319,7 @@ def fleet_rows(series, forks):
     if model:
         a, b = model
         for n in fleet_sizes(series):
-            if n in (5, 10):
+            if n <= 10:
                 continue
             got = series.median(('fleet-%d' % n, 'revoke', 'dead'))
             rows.append('| model (fit on 5 and 10 hosts: %.1f s + %.2f s/host) at %d hosts | predicts %.1f s | measured %.1f s '
