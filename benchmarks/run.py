@@ -251,7 +251,7 @@ def fleet_model(series, fit=(5, 10), kind='dead'):
 NODE_CPUS = 4
 AWX_HOSTS = (1000, 10000)
 AWX_SLICES = (1, 5, 10, 20)
-AWX_FORKS = (20, 50, 100, 200)
+AWX_FORKS = (5, 10, 20, 50, 200)
 
 
 def awx_parts(series):
@@ -266,8 +266,10 @@ def awx_parts(series):
     if ('fleet-startup',) not in series.samples or ('fleet-1', 'revoke', 'dead') not in series.samples:
         return None
     startup = series.median(('fleet-startup',))
-    cpu = statistics.median(v / n for n in fleet_sizes(series) if n >= 5
-                            for v in series.samples[('fleet-%d' % n, 'revoke', 'cpu')])
+    per_host = [v / n for n in fleet_sizes(series) if n >= 5 for v in series.samples[('fleet-%d' % n, 'revoke', 'cpu')]]
+    if not per_host:
+        return None
+    cpu = statistics.median(per_host)
     return {'startup': startup, 'dead': series.median(('fleet-1', 'revoke', 'dead')) - startup,
             'full': series.median(('fleet-1', 'revoke', 'wall')) - startup, 'cpu': cpu}
 
