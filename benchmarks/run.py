@@ -297,11 +297,11 @@ def awx_rows(series):
         got = series.median(('fleet-50', 'revoke', 'dead'))
         rows.append('| 50 hosts with CPUs to spare (latency only, 20 forks) | %.1f s | measured %.1f s | %.0f %% of it is '
                     'waiting for CPU | |' % (free, got, (got - free) / got * 100))
-    rows += ['', 'Model inputs (measured here): start-up %.1f s, one host to dead %.1f s, one host in full %.1f s, '
-            'controller CPU %.2f s per host; an execution node of %d CPUs.'
-            % (parts['startup'], parts['dead'], parts['full'], parts['cpu'], NODE_CPUS), '',
-            '| hosts | slices | ' + ' | '.join('%d forks' % f for f in AWX_FORKS) + ' |',
-            '|---|---|' + '---|' * len(AWX_FORKS)]
+    inputs = ('Model inputs (measured here): start-up %.1f s, one host to dead %.1f s, one host in full %.1f s, '
+              'controller CPU %.2f s per host; an execution node of %d CPUs.'
+              % (parts['startup'], parts['dead'], parts['full'], parts['cpu'], NODE_CPUS))
+    rows += ['', inputs, '', '| hosts | slices | ' + ' | '.join('%d forks' % f for f in AWX_FORKS) + ' |',
+             '|---|---|' + '---|' * len(AWX_FORKS)]
     for h in AWX_HOSTS:
         for s in AWX_SLICES:
             rows.append('| %d | %d | ' % (h, s) + ' | '.join('%.0f s' % awx_predict(parts, h, s, f) for f in AWX_FORKS) + ' |')
