@@ -443,6 +443,7 @@ def main():
         report(series, args, load(series, args.from_json))
         return
     work = Work(args.baseline)
+
     def save():
         # After every stage: a run cut short keeps what it measured.
         if args.json:
