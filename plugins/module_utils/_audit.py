@@ -102,7 +102,7 @@ def ssh_entry(session, snap, clock):
 def audit(uids=None, include_ssh=False, prefer_psutil=True, root=PROC):
     """Sessions and orphans on this host. ``uids``: only these users (None: everyone)."""
     reader = make_reader(prefer_psutil, root)
-    snap = Snapshot(reader)
+    snap = Snapshot(reader, uids=uids)
     judge = ExeJudge(root)
     clock = Clock(root)
     utmp = MoshUtmp()

@@ -41,8 +41,50 @@ VANISHED = (errno.ENOENT, errno.ESRCH)
 
 
 def _read(path, limit=_READ_MAX):
-    with open(path, 'rb') as f:
-        return f.read(limit)
+    # os.open/os.read, not open(): no buffered file object per read; this runs for every process of the host.
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _read_fd(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _read_fd(fd, limit):
+    chunks, left = [], limit
+    while left > 0:
+        chunk = os.read(fd, min(left, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b''.join(chunks)
+
+
+def _read_owned(path):
+    """(contents, owner UID) of /proc/PID/stat in one open: procfs gives its files the owner of /proc/PID.
+
+    One read(2): the kernel formats the whole stat line (well under 4 KiB: comm is at most 64 bytes, the rest
+    numbers) at once.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.read(fd, 4096), os.fstat(fd).st_uid
+    finally:
+        os.close(fd)
+
+
+def _read_number(path):
+    """An integer file such as /proc/PID/loginuid (one read(2) of a few bytes), or None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return int(os.read(fd, 64).strip() or -1)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
 
 
 def _read_int(path):
@@ -90,16 +132,51 @@ def tty_name(tty_nr):
     return 'dev/%d:%d' % (major, minor)
 
 
-class Proc(object):
-    """One process as seen at snapshot time. ``fds`` is read lazily (only candidates need it)."""
+# Fields read only when first asked for (see ``Proc``): the file each one comes from.
+_LAZY = {'uids': 'status', 'exe': 'exe', 'exe_deleted': 'exe', 'cmdline': 'cmdline', 'cgroup': 'cgroup',
+         'logind_session': 'cgroup', 'netns': 'netns'}
+_UNREAD = object()
 
-    __slots__ = ('pid', 'ppid', 'name', 'state', 'pgrp', 'sid', 'tty_nr', 'start_ticks', 'uids',
-                 'exe', 'exe_deleted', 'cmdline', 'loginuid', 'audit_session', 'cgroup',
-                 'logind_session', 'netns', '_fds', '_reader')
+
+class Proc(object):
+    """One process as seen at snapshot time.
+
+    What every process needs to be placed (``stat``: name, parent, session, terminal, start time; the owner of
+    ``/proc/PID``; loginuid and audit session) is read up front. The rest (UIDs from ``status``, exe, argv,
+    cgroup, network namespace) is read when first asked for, so a snapshot that only needs a few users' processes
+    in full reads the rest of the table cheaply. ``fds`` is read lazily too (only candidates need it).
+    """
+
+    __slots__ = ('pid', 'ppid', 'name', 'state', 'pgrp', 'sid', 'tty_nr', 'start_ticks', 'loginuid',
+                 'audit_session', 'owner', '_uids', '_exe', '_exe_deleted', '_cmdline', '_cgroup', '_logind_session',
+                 '_netns', '_fds', '_reader')
 
     def __init__(self, **kw):
         for k in self.__slots__:
-            setattr(self, k, kw.get(k))
+            if k.startswith('_') and k[1:] in _LAZY:
+                setattr(self, k, kw.get(k[1:], _UNREAD))
+            else:
+                setattr(self, k, kw.get(k))
+
+    def _lazy(self, field):
+        value = getattr(self, '_' + field)
+        if value is _UNREAD:
+            self._reader.load(self, _LAZY[field])
+            value = getattr(self, '_' + field)
+        return value
+
+    def loaded(self, field):
+        """True when ``field`` has been read (a rescan carries read fields over, and only those)."""
+        return getattr(self, '_' + field) is not _UNREAD
+
+    uids = property(lambda self: self._lazy('uids'), lambda self, v: setattr(self, '_uids', v))
+    exe = property(lambda self: self._lazy('exe'), lambda self, v: setattr(self, '_exe', v))
+    exe_deleted = property(lambda self: self._lazy('exe_deleted'), lambda self, v: setattr(self, '_exe_deleted', v))
+    cmdline = property(lambda self: self._lazy('cmdline'), lambda self, v: setattr(self, '_cmdline', v))
+    cgroup = property(lambda self: self._lazy('cgroup'), lambda self, v: setattr(self, '_cgroup', v))
+    logind_session = property(lambda self: self._lazy('logind_session'),
+                              lambda self, v: setattr(self, '_logind_session', v))
+    netns = property(lambda self: self._lazy('netns'), lambda self, v: setattr(self, '_netns', v))
 
     @property
     def uid(self):
@@ -133,6 +210,21 @@ class Proc(object):
     def has_uid(self, uid):
         """True when the process runs as ``uid`` (real or effective)."""
         return uid in (self.uids[0], self.uids[1])
+
+    def may_run_as(self, uids):
+        """False when the process runs as none of ``uids`` (real or effective), decided from the owner of
+        ``/proc/PID`` where that is enough, without reading ``status``.
+
+        The kernel gives ``/proc/PID`` the effective UID of a dumpable process and root otherwise; a change of
+        credentials (setuid exec, setresuid) makes a process non-dumpable. So an owner other than root and
+        ``uids`` is the effective UID, and the real UID is the same unless a program of that other user made itself
+        dumpable again (prctl) after taking a real UID of ``uids``; such a process is taken for the other user's
+        (scope ``all`` still reaches it: its kill(-1) as the user signals every process with the user's real UID).
+        Root-owned processes, and any whose UIDs were read, are decided by ``status``.
+        """
+        if self._uids is _UNREAD and self.owner is not None and self.owner != 0 and self.owner not in uids:
+            return False
+        return any(self.has_uid(u) for u in uids)
 
     @property
     def fds(self):
@@ -311,29 +403,83 @@ class ProcfsReader(object):
                 return tuple(int(x) for x in line.split()[1:5])
         return None
 
-    def _base(self, pid):
-        fields = parse_stat(_read(self.path(pid, 'stat')))
-        fields['uids'] = self.read_uids(pid)
-        fields['loginuid'] = _read_int(self.path(pid, 'loginuid'))
-        fields['audit_session'] = _read_int(self.path(pid, 'sessionid'))
-        fields['cgroup'], fields['logind_session'] = read_cgroup(pid, self.root)
-        try:
-            fields['netns'] = os.readlink(self.path(pid, 'ns', 'net'))
-        except OSError:
-            fields['netns'] = None
-        return fields
+    def read_light(self, pid, previous=None):
+        """A Proc for ``pid`` with what every process needs (stat, the owner of /proc/PID, loginuid, audit
+        session); the rest is read on first use (``load``). None when it is gone.
 
-    def read(self, pid):
-        """A Proc for ``pid``, or None when it vanished while being read."""
+        ``previous``: this PID's record from an earlier snapshot. While it is the same process (same start time)
+        its loginuid and audit session are kept, as every field but stat and UIDs always was on a rescan: a
+        rescan reads one file per known process.
+        """
+        base = '%s/%d/' % (self.root, pid)   # not os.path.join: this runs for every process of the host
         try:
-            fields = self._base(pid)
-            if fields['uids'] is None:
-                return None
+            raw, owner = _read_owned(base + 'stat')
+            fields = parse_stat(raw)
         except (OSError, ValueError, IndexError):
             return None
-        exe, deleted = read_exe(pid, self.root)
-        return Proc(pid=pid, cmdline=read_cmdline(pid, self.root), exe=exe, exe_deleted=deleted,
-                    _reader=self, **fields)
+        p = Proc.__new__(Proc)
+        p.pid, p.owner, p._reader, p._fds = pid, owner, self, None
+        p.name, p.state, p.ppid, p.pgrp = fields['name'], fields['state'], fields['ppid'], fields['pgrp']
+        p.sid, p.tty_nr, p.start_ticks = fields['sid'], fields['tty_nr'], fields['start_ticks']
+        if previous is not None and previous.start_ticks == p.start_ticks:
+            p.loginuid, p.audit_session = previous.loginuid, previous.audit_session
+        else:
+            p.loginuid = _read_number(base + 'loginuid')
+            # The kernel hands out an audit session only with a loginuid (audit_set_loginuid): where the loginuid
+            # is unset, so is the session, and most processes of a crowded host were never logged in.
+            p.audit_session = UNSET_ID if p.loginuid == UNSET_ID else _read_number(base + 'sessionid')
+        p._uids = p._exe = p._exe_deleted = p._cmdline = p._cgroup = p._logind_session = p._netns = _UNREAD
+        return p
+
+    def load_uids(self, proc):
+        """Read ``proc``'s UIDs; False when they cannot be read (it is gone)."""
+        try:
+            uids = self.read_uids(proc.pid)
+        except (OSError, ValueError, IndexError):
+            return False
+        if uids is None:
+            return False
+        proc.uids = uids
+        return True
+
+    def complete(self, proc):
+        """``proc`` with every field read, or None when it vanished (no status, or no UIDs in it)."""
+        if not proc.loaded('uids') and not self.load_uids(proc):
+            return None
+        for what in ('exe', 'cmdline', 'cgroup', 'netns'):
+            self.load(proc, what)
+        return proc
+
+    def read(self, pid):
+        """A Proc for ``pid`` with every field read, or None when it vanished while being read."""
+        p = self.read_light(pid)
+        return self.complete(p) if p is not None else None
+
+    def load(self, proc, what):
+        """Read one lazy field group of ``proc`` (see ``_LAZY``); what cannot be read reads as absent.
+
+        A later read may find the PID reused by another process. That can only mislabel this record: the engine
+        addresses every process by pidfd and the start time from ``stat``, so it never signals the newcomer for it.
+        """
+        pid = proc.pid
+        if what == 'status':
+            try:
+                uids = self.read_uids(pid)
+            except (OSError, ValueError, IndexError):
+                uids = None
+            # Gone since the first pass: the owner of /proc/PID is what is left to go by (see Proc.may_run_as).
+            proc.uids = uids or (proc.owner,) * 4
+        elif what == 'exe':
+            proc.exe, proc.exe_deleted = read_exe(pid, self.root)
+        elif what == 'cmdline':
+            proc.cmdline = read_cmdline(pid, self.root)
+        elif what == 'cgroup':
+            proc.cgroup, proc.logind_session = read_cgroup(pid, self.root)
+        elif what == 'netns':
+            try:
+                proc.netns = os.readlink(self.path(pid, 'ns', 'net'))
+            except OSError:
+                proc.netns = None
 
     def read_fds(self, pid):
         d = self.path(pid, 'fd')
@@ -376,32 +522,17 @@ class ProcfsReader(object):
 
 
 class PsutilReader(ProcfsReader):
-    """Takes the PID list, UIDs and parent from psutil; /proc for the rest.
+    """Lists PIDs through psutil; every field comes from the same /proc reads as the procfs reader.
 
-    argv comes from the bounded /proc read in both readers: psutil reads whole command lines, and a user
-    controls their length. psutil strips `` (deleted)`` from exe, so exe comes from /proc as well.
+    On Linux psutil reads the very files this module reads (``stat``, ``status``), one ``Process`` object per PID
+    on top: taking UIDs or parents from it made every snapshot slower and told nothing new. argv and exe always
+    came from the bounded /proc reads (a user controls argv's length; psutil strips `` (deleted)`` from exe).
     """
 
     name = 'psutil'
 
     def list_pids(self):
         return sorted(psutil.pids())
-
-    def read(self, pid):
-        try:
-            p = psutil.Process(pid)
-            with p.oneshot():
-                fields = self._base(pid)
-                if fields['uids'] is None:
-                    return None
-                u = p.uids()
-                fields['uids'] = (u.real, u.effective, u.saved, fields['uids'][3])
-                fields['ppid'] = p.ppid()
-        except (psutil.Error, OSError, ValueError, IndexError):
-            return None
-        exe, deleted = read_exe(pid, self.root)
-        return Proc(pid=pid, cmdline=read_cmdline(pid, self.root), exe=exe, exe_deleted=deleted,
-                    _reader=self, **fields)
 
 
 def make_reader(prefer_psutil=True, root=PROC):
@@ -414,17 +545,24 @@ def make_reader(prefer_psutil=True, root=PROC):
 class Snapshot(object):
     """The process table at one moment, with the indexes discovery needs.
 
-    ``previous``: an earlier snapshot whose records are reused for processes that are still the same
-    (same PID and start time), so a rescan reads two small files per known process instead of eight.
+    ``uids``: the users the caller is about (None: everyone). Then each PID is first read cheaply (``stat``, its
+    owner, loginuid, audit session: what places it in trees, sessions and logins); only the processes that may be
+    those users' (owned by them or by root, which may hide anyone) or that their logins started (loginuid) are
+    read in full at once. Any other field of any process is read when discovery first asks for it, so a
+    bystander tied to a session by its tree, terminal or labels is still described in full.
+
+    ``previous``: an earlier snapshot whose read fields are carried over for processes that are still the same
+    (same PID and start time): a rescan re-reads their ``stat``, loginuid, audit session and (where they were
+    read) UIDs, never argv, exe, cgroup or namespace again.
     """
 
-    def __init__(self, reader=None, pids=None, previous=None):
+    def __init__(self, reader=None, pids=None, previous=None, uids=None):
         self.reader = reader or make_reader()
+        want = None if uids is None else set(uids)
         self.procs = {}
         for pid in (pids if pids is not None else self.reader.list_pids()):
-            p = self._refresh(previous.procs.get(pid)) if previous is not None and pid in previous.procs else None
-            if p is None:
-                p = self.reader.read(pid)
+            old = previous.procs.get(pid) if previous is not None else None
+            p = self._read(pid, old, want)
             if p is not None:
                 self.procs[pid] = p
         self.children = {}
@@ -432,24 +570,37 @@ class Snapshot(object):
             self.children.setdefault(p.ppid, []).append(p.pid)
         self._sockets = {}
         self._ns_cache = {}
-        self._index = None
+        self._index = {}
 
-    def _refresh(self, old):
-        """``old`` updated from /proc/PID/stat and status when it is still the same process, else None."""
-        try:
-            fields = parse_stat(_read(self.reader.path(old.pid, 'stat')))
-            if fields['start_ticks'] != old.start_ticks:
+    def _read(self, pid, old, want):
+        if old is None and want is None:
+            return self.reader.read(pid)
+        p = self.reader.read_light(pid, old)
+        if p is None:
+            return None
+        if old is not None and old.start_ticks == p.start_ticks:
+            return self._carry(p, old)
+        if old is not None and want is None:
+            return self.reader.read(pid)   # the PID was reused: a new process, read in full
+        if p.owner in want or p.loginuid in want:
+            return self.reader.complete(p)
+        if p.owner == 0:
+            # Root owns /proc/PID of root's processes and of every non-dumpable one (a setuid program the user
+            # runs): their UIDs decide.
+            if not self.reader.load_uids(p):
                 return None
-            uids = self.reader.read_uids(old.pid)
-        except (OSError, ValueError, IndexError):
+            if p.may_run_as(want):
+                return self.reader.complete(p)
+        return p
+
+    def _carry(self, p, old):
+        """``p`` (freshly read stat and labels) with the fields read for ``old``; UIDs read again if they were."""
+        # Slot to slot: what was never read stays unread (this runs for every known process of every rescan).
+        p._exe, p._exe_deleted, p._cmdline = old._exe, old._exe_deleted, old._cmdline
+        p._cgroup, p._logind_session, p._netns = old._cgroup, old._logind_session, old._netns
+        if old.loaded('uids') and not self.reader.load_uids(p):
             return None
-        if uids is None:
-            return None
-        kw = dict((k, getattr(old, k)) for k in Proc.__slots__)
-        kw.update(fields)
-        kw['uids'] = uids
-        kw['_fds'] = None
-        return Proc(**kw)
+        return p
 
     def __iter__(self):
         return iter(sorted(self.procs.values(), key=lambda p: p.pid))
@@ -465,13 +616,17 @@ class Snapshot(object):
         return self.reader.root
 
     def by(self, label, value):
-        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session``, ``cgroup`` or ``loginuid``) is ``value``."""
-        if self._index is None:
-            self._index = dict((k, {}) for k in ('sid', 'tty', 'audit_session', 'cgroup', 'loginuid'))
+        """Processes whose ``label`` (``sid``, ``tty``, ``audit_session``, ``cgroup`` or ``loginuid``) is ``value``.
+
+        Each index is built on first use: only ``cgroup`` needs a read beyond the first pass, and only a logind
+        session asks for it.
+        """
+        idx = self._index.get(label)
+        if idx is None:
+            idx = self._index[label] = {}
             for p in self.procs.values():
-                for k, idx in self._index.items():
-                    idx.setdefault(getattr(p, k), []).append(p)
-        return self._index[label].get(value, ())
+                idx.setdefault(getattr(p, label), []).append(p)
+        return idx.get(value, ())
 
     def _ns(self, pid, kind):
         key = (pid, kind)

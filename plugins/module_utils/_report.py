@@ -64,8 +64,11 @@ def nameless_uids(snap):
     """[{uid, count}] of the UIDs running processes with no account (``userdel -f`` while they ran)."""
     counts = {}
     for p in snap.procs.values():
-        if not p.zombie and not p.kernel_thread:
-            counts[p.uid] = counts.get(p.uid, 0) + 1
+        if p.zombie or p.kernel_thread:
+            continue
+        # Not read in full: the owner of its /proc entry (not root) is the UID it runs as (Proc.may_run_as).
+        uid = p.owner if not p.loaded('uids') and p.owner else p.uid
+        counts[uid] = counts.get(uid, 0) + 1
     return bounded([{'uid': uid, 'count': n} for uid, n in sorted(counts.items()) if user_of(uid) is None])
 
 

@@ -129,7 +129,7 @@ class Plan(object):
         """Whether a process seen in a later scan belongs to what this plan ends."""
         if p.pid in self.exclude or p.pid == 1 or p.kernel_thread or p.zombie:
             return False
-        if any(p.has_uid(u) for u in self.uids):
+        if p.may_run_as(self.uids):
             if p.identity() in self._foreign_ids or self._disc.is_foreign(p):
                 return False
             if self.scope == 'all':
@@ -198,7 +198,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     exclude = own_chain(root)
     uids = [t.uid for t in targets]
     clock = Clock(root)
-    snap = Snapshot(reader)
+    snap = Snapshot(reader, uids=uids)
     plan = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
     utmp = MoshUtmp()
     # Read while the sessions still exist: a dead leader's sockets are gone.
@@ -221,7 +221,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'syslog_lines': 0,
     }
     result['nameless_uids'] = nameless_uids(snap)
-    seen = set(p.uid for p in snap if p.uid in plan.uids) | set(p.euid for p in snap if p.euid in plan.uids)
+    mine = [p for p in snap if p.may_run_as(plan.uids)]
+    seen = set(p.uid for p in mine if p.uid in plan.uids) | set(p.euid for p in mine if p.euid in plan.uids)
     seen |= set(s.uid for s in plan.sessions)
     for t in targets:
         if t.name is None and t.uid not in seen:
@@ -238,21 +239,22 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     last = [snap]
 
     def rescan():
-        # Known processes are re-read cheaply (stat and status); only new PIDs are read in full.
-        fresh = Snapshot(reader, previous=last[0])
+        # Known processes keep what was read of them; new PIDs get the cheap first pass, candidates a full read.
+        fresh = Snapshot(reader, previous=last[0], uids=uids)
         last[0] = fresh
         return _tied_in(fresh, plan, uids, scope, kill_other_uids, exclude, judge)
 
     def verify():
-        return _tied_in(Snapshot(reader), plan, uids, scope, kill_other_uids, exclude, judge)
+        return _tied_in(Snapshot(reader, uids=uids), plan, uids, scope, kill_other_uids, exclude, judge)
 
     probe_reader = ProcfsReader(root)
 
     def probe(pid):
-        # One PID read straight from /proc (psutil is slower per process): for the fork-hopper catcher.
+        # One PID read straight from /proc, cheaply first (what ``tied`` asks is read on demand): for the
+        # fork-hopper catcher.
         if pid in exclude:
             return None
-        p = probe_reader.read(pid)
+        p = probe_reader.read_light(pid)
         return p if p is not None and plan.tied(p) else None
 
     inspect = None

@@ -287,9 +287,10 @@ class Session(object):
 
 def is_sshd_connection(proc):
     """True for the privileged per-connection sshd process of an authenticated login."""
-    if proc.name not in SSHD_NAMES and os.path.basename(proc.exe or '') not in SSHD_NAMES:
+    # Root first: it is known for most processes without reading anything more (see Proc.may_run_as).
+    if not proc.may_run_as((0,)) or proc.uid != 0:
         return False
-    if proc.uid != 0:
+    if proc.name not in SSHD_NAMES and os.path.basename(proc.exe or '') not in SSHD_NAMES:
         return False
     m = _SSHD_TITLE.match(proc.argv0)
     return bool(m) and m.group('tag') == ' [priv]'
@@ -313,7 +314,7 @@ class Discovery(object):
         self._host_pidns = snap.pid_ns(1) or snap.pid_ns('self')
 
     def _wanted(self, proc):
-        if not (self.uids is None or proc.uid in self.uids or proc.euid in self.uids):
+        if self.uids is not None and not proc.may_run_as(self.uids):
             return False
         return not self.is_foreign(proc)
 
@@ -476,7 +477,7 @@ class Discovery(object):
         """Live processes of ``uid`` that belong to no discovered session (foreign ones set aside)."""
         out = []
         for p in self.snap:
-            if (p.has_uid(uid) and p.pid not in self.claimed and not p.zombie
+            if (p.may_run_as((uid,)) and p.pid not in self.claimed and not p.zombie
                     and not p.kernel_thread):
                 if self.is_foreign(p):
                     if p not in self.foreign:

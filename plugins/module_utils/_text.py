@@ -32,6 +32,11 @@ def escape(text):
 
 def decode(raw):
     """Bytes read from the host as safe text: invalid UTF-8 and controls become visible escapes."""
+    if isinstance(raw, bytes) and raw.isascii():
+        # The common case, once per process and scan: printable ASCII needs neither decoding nor escapes.
+        text = raw.decode('ascii')
+        if text.isprintable():
+            return text
     if not isinstance(raw, bytes):
         # A str from an os call carries undecodable bytes as lone surrogates, which JSON cannot hold.
         raw = raw.encode('utf-8', 'surrogateescape')

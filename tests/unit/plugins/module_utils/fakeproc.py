@@ -109,6 +109,7 @@ class Spec:
     netns: str = NETNS
     fds: List[Any] = field(default_factory=list)     # Sock, Ptmx or a path, as fd 3, 4, ...
     environ: Optional[Dict[str, Any]] = None
+    dumpable: Optional[bool] = None     # None: unless its UIDs differ (a setuid program is not dumpable)
     tag: Optional[str] = None           # what a test asserts about; not written anywhere
 
     def __post_init__(self):
@@ -120,6 +121,13 @@ class Spec:
             self.euid = self.uid
         if self.argv is None:
             self.argv = [self.comm]
+        if self.dumpable is None:
+            self.dumpable = self.uid == self.euid
+
+    @property
+    def owner(self):
+        """The owner the kernel gives /proc/PID and its files: the effective UID, root when not dumpable."""
+        return self.euid if self.dumpable and not self.kernel_thread else 0
 
     @property
     def kernel_thread(self):
@@ -282,6 +290,9 @@ class FakeProcfs(object):
         zombie = spec.state in ('Z', 'X')
         put = _writer(d)
         put('stat', spec.stat())
+        if spec.owner:
+            os.chown(d, spec.owner, -1)
+            os.chown(os.path.join(d, 'stat'), spec.owner, -1)
         put('status', spec.status())
         put('loginuid', b'%d' % spec.loginuid)
         put('sessionid', b'%d' % spec.sessionid)
