@@ -6,9 +6,11 @@ The fleet stays up afterwards so it can be explored; ``tests/fleet/fleet down`` 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,8 +61,11 @@ def main():
         print('  %s: alice mosh-server pid %s, bob mosh-server pid %s (+ %d other processes of bob)'
               % (h.name, sessions[('alice', h.name)].server.pid, s.server.pid, len(bob.on(h).processes()) - 1))
 
-    say('Audit: who is connected where (ansible-playbook sessionguard.mosh.audit)')
-    playbook(fleet, 'audit', '-e', '{"audit_users": ["alice", "bob"], "audit_include_ssh": false}')
+    say('Audit: who is connected where (ansible-playbook sessionguard.mosh.audit), with the fleet report')
+    report_dir = tempfile.mkdtemp(prefix='sessionguard-report-')
+    playbook(fleet, 'audit', '-e', json.dumps({'audit_users': ['alice', 'bob'], 'audit_include_ssh': False,
+                                               'audit_report_dir': report_dir}))
+    print('  fleet report: %s/index.html (also sessions.json, sessions.csv)' % report_dir)
 
     say('Revoke bob across the fleet (ansible-playbook sessionguard.mosh.revoke)')
     rc = playbook(fleet, 'revoke', '-e', '{"revoke_users": ["bob"], "revoke_grace_period": 2, '

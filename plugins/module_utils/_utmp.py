@@ -63,7 +63,6 @@ class Record(object):
             return None
         return m.group('ip'), self.pid
 
-
     def kind(self):
         """'mosh' or 'ssh' for a login record this history reports, else None."""
         if self.type != USER_PROCESS or not self.user:

@@ -18,7 +18,8 @@ description:
   - Hosts that were unreachable or failed are named as such in all three files.
   - Every value comes from the hosts and may be hostile; the HTML escapes all of them and its Content-Security-Policy
     allows no script but its own.
-  - This is an action plugin; it runs on the controller only. Run it once (C(run_once=true)).
+  - This is an action plugin; it runs on the controller only. Run it once (C(run_once=true)). The
+    C(sessionguard.mosh.audit) role runs it.
 author:
   - sessionguard maintainers (@sessionguard)
 extends_documentation_fragment:
@@ -54,7 +55,6 @@ options:
     default: 0
 seealso:
   - module: sessionguard.mosh.session_facts
-  - role: sessionguard.mosh.audit
 """
 
 EXAMPLES = r"""

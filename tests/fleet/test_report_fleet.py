@@ -176,8 +176,8 @@ def test_the_report_shows_every_session_safely_sorts_filters_and_has_the_login_h
     assert other.name in checks['history_users']
 
 
-def test_an_unreachable_host_is_named_in_all_three_files(fleet, sg_scope, user_factory, mosh_session_factory,
-                                                        tmp_path):
+def test_an_unreachable_host_is_named_in_all_three_files(
+        fleet, sg_scope, user_factory, mosh_session_factory, tmp_path):
     down = fleet.hosts[-1]
     user = user_factory()
     mosh_session_factory(user, fleet.hosts[0])
