@@ -19,6 +19,8 @@ import sgtest
 from sgtest import AUDIT_UNSET, MOSH_EXITING, HarnessError, procfs, utmp
 from sgtest.fleet import NAMESPACES, Fleet, new_state_dir
 from sgtest.fleet.mounts import mounts_touching
+from sgtest.fleet.syslog import auth_log
+from sgtest.waiting import wait_for
 
 pytestmark = pytest.mark.fleet
 
@@ -317,6 +319,24 @@ def test_init_supervises_sshd_and_ignores_signals_from_inside(fleet):
     h.run(["kill", "-TERM", "1"])  # root inside the host cannot shut it down
     sgtest.wait_for(lambda: "ignoring SIGTERM from PID" in read(h.init_log), 10, "init to log the signal")
     assert h.alive() and h.sshd.listening()
+
+
+def test_each_host_logs_to_its_own_syslog(fleet):
+    """/dev/log inside a host reaches that host's own rsyslogd, which writes to the host's own /var/log."""
+    a, b = fleet.hosts[0], fleet.hosts[1]
+    marker = "sgtest-syslog-%d-%d" % (os.getpid(), time.monotonic_ns())
+
+    def logged(host):
+        path = auth_log(host.hostdir)
+        if not os.path.exists(path):
+            return False
+        with open(path, errors="replace") as fh:
+            return any(marker in line and "sgtest[" in line for line in fh)
+
+    a.run(["logger", "--id", "-p", "auth.notice", "-t", "sgtest", marker])
+    wait_for(lambda: logged(a), 10, "the line in %s" % auth_log(a.hostdir))
+    assert not logged(b)
+    assert os.readlink("/dev/log") == "/run/sgfleet/dev-log" and not os.path.exists("/run/sgfleet/dev-log")
 
 
 def test_a_second_sgtest_sshd_can_run_inside_a_host(fleet, user_factory):
