@@ -17,8 +17,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 # at, cron, attr: what the lockout tests set aside and restore (at jobs, crontabs; setfattr for extended attributes).
 # slapd, ldap-utils, nslcd, libnss-ldapd: the fleet's LDAP directory (tests/fleet/sgfleet/ldap.py). This machine's
 # own nsswitch.conf is left alone (preseeded below); only fleet hosts point NSS at the directory.
+# openjdk-17-jre-headless: ansible-rulebook's rule engine (drools through jpy) needs Java 17 (tests/fleet/test_eda.py).
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
-    shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd)
+    shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd
+    openjdk-17-jre-headless)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -88,6 +90,9 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ] || ! "$SG_VENV/bin/python"
     run "$SG_VENV/bin/python" -m pip install --disable-pip-version-check -q "${pip_args[@]}"
     echo "$stamp" >"$stamp_file"
 fi
+
+# awx.awx for the syntax check of extensions/awx/configure_controller.yml (from the ansible wheel on PyPI).
+run bash "$SG_REPO/tests/tools/awx-collection-path.sh"
 
 # 3. Target Pythons: psutil on 3.13, deliberately none on 3.9 ---------------------------------
 # Python 3.13 is the "with psutil" target, Python 3.9 the "without psutil" target of the
