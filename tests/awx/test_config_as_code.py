@@ -133,7 +133,7 @@ def test_the_notification_passes_awx_save_time_check():
 
 @pytest.mark.parametrize('key', ['sessionguard_summary', 'sessionguard_summary_77'])
 def test_the_notification_names_the_unconfirmed_hosts_of_a_failed_job(key):
-    _, body = error_messages()
+    body = error_messages()[1]
     context = context_stub()
     context['job'].update({'id': 77, 'status': 'failed', 'host_status_counts': {'changed': 3, 'failures': 1}})
     context['job']['artifacts'] = {key: {'not_confirmed': ['sghost04'], 'unreachable': ['sghost04'],

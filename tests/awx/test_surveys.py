@@ -90,13 +90,13 @@ def test_good_answers_launch(name):
 def test_bad_answers_are_refused_at_launch(answers, error):
     good = dict(GOOD['revoke'])
     good.update(answers)
-    _, errors, _ = awx.survey_launch(awx.load_survey('revoke'), good)
+    errors = awx.survey_launch(awx.load_survey('revoke'), good)[1]
     assert errors == [error]
 
 
 def test_a_launch_without_the_required_answers_is_refused_and_the_defaults_fill_the_rest():
     spec = awx.load_survey('revoke')
-    _, errors, _ = awx.survey_launch(spec, {'revoke_users': 'bob'})
+    errors = awx.survey_launch(spec, {'revoke_users': 'bob'})[1]
     assert errors == ["'revoke_scope' value missing", "'revoke_grace_period' value missing",
                       "'revoke_dry_run' value missing"]
     extra, errors, ignored = awx.survey_launch(spec, {'revoke_users': 'bob', 'revoke_scope': 'all',

@@ -75,7 +75,7 @@ def can_log_in(host, user):
 
 
 def test_revoke_job_ends_sessions_locks_out_and_publishes_the_summary(fleet, jobs, user_factory,
-                                                                       mosh_session_factory, bystander_factory):
+                                                                      mosh_session_factory, bystander_factory):
     user = user_factory()
     sessions = sessions_everywhere(fleet, user, mosh_session_factory)
     bystanders = [bystander_factory(h) for h in fleet.hosts]
@@ -190,4 +190,3 @@ def test_three_slices_publish_three_artifacts(fleet, jobs, user_factory, mosh_se
     for host in fleet.hosts:
         assert sessions[host.name][0].wait_client_exit() == 0, host.name
         assert not can_log_in(host, user), host.name
-

@@ -95,10 +95,14 @@ class Eda:
         return self.post('http://127.0.0.1:%d/' % self.ssf, token_text.encode(), headers)
 
     def wait_jobs(self, count, timeout=300):
-        wait_for(lambda: len(self.controller.jobs) >= count and all(
-            j['status'] not in ('pending', 'running') for j in self.controller.jobs.values()), timeout,
-            lambda: 'jobs: %s\nrulebook log:\n%s' % ([(j['id'], j['status']) for j in self.controller.jobs.values()],
-                                                    self.log()[-3000:]))
+        def done():
+            jobs = list(self.controller.jobs.values())
+            return len(jobs) >= count and all(j['status'] not in ('pending', 'running') for j in jobs)
+
+        def what():
+            jobs = [(j['id'], j['status']) for j in self.controller.jobs.values()]
+            return 'jobs: %s\nrulebook log:\n%s' % (jobs, self.log()[-3000:])
+        wait_for(done, timeout, what)
 
 
 @pytest.fixture(scope='module')
@@ -205,7 +209,7 @@ def test_an_okta_deactivation_revokes_the_user_everywhere(fleet, eda, lift, user
     sessions = sessions_everywhere(fleet, user, mosh_session_factory)
 
     posted = time.monotonic()
-    code, _ = eda.post_webhook(okta_payload('%s@corp.example' % user.name))
+    code = eda.post_webhook(okta_payload('%s@corp.example' % user.name))[0]
 
     assert code == 200
     assert_revoked(fleet, eda, user, sessions, posted, 'okta webhook')
@@ -220,7 +224,7 @@ def test_a_generic_suspension_revokes_the_user(fleet, eda, lift, user_factory, m
     sessions = sessions_everywhere(fleet, user, mosh_session_factory)
 
     posted = time.monotonic()
-    code, _ = eda.post_webhook({'event': 'user.suspended', 'user': user.name, 'id': 'evt-42'})
+    code = eda.post_webhook({'event': 'user.suspended', 'user': user.name, 'id': 'evt-42'})[0]
 
     assert code == 200
     assert_revoked(fleet, eda, user, sessions, posted, 'generic webhook')
@@ -232,7 +236,7 @@ def test_no_or_a_wrong_token_changes_nothing(fleet, eda, user_factory, mosh_sess
     sessions = sessions_everywhere(fleet, user, mosh_session_factory)
     launches = len(eda.controller.launches)
 
-    code, _ = eda.post_webhook(okta_payload('%s@corp.example' % user.name), token=token)
+    code = eda.post_webhook(okta_payload('%s@corp.example' % user.name), token=token)[0]
 
     assert code in (400, 401, 500) and code != 200, code
     time.sleep(5)
@@ -307,7 +311,7 @@ def test_an_unconfirmed_revocation_fires_the_second_rule(fleet, eda, lift, user_
     procfs.kill_procs(conns)
     procfs.wait_gone(conns, proc_root=down.proc_root)
     try:
-        code, _ = eda.post_webhook({'event': 'user.deactivated', 'user': user.name, 'id': 'evt-down'})
+        code = eda.post_webhook({'event': 'user.deactivated', 'user': user.name, 'id': 'evt-down'})[0]
         assert code == 200
         wait_for(lambda: 'REVOCATION NOT CONFIRMED' in eda.log(), 300, lambda: eda.log()[-3000:])
     finally:

@@ -229,12 +229,13 @@ def run_job(base_dir: str, template: JobTemplate, answers: Optional[Mapping] = N
     return Job(job_id, pdd, runner.status, runner.rc, list(runner.events), extravars_text, cmdline)
 
 
-def run_sliced(base_dir: str, template: JobTemplate, answers: Optional[Mapping], slice_count: int, **kw) -> List[Job]:
+def run_sliced(base_dir: str, template: JobTemplate, answers: Optional[Mapping], slice_count: int, *,
+               hosts: Mapping[str, dict], groups: Mapping[str, List[str]]) -> List[Job]:
     """A job template with job_slice_count > 1: a workflow job of one job per slice (awx/main/models/jobs.py
     create_unified_job with is_sliced_job), each with its own job id and the workflow's id in its meta vars."""
     workflow_id = next(_job_ids)
-    return [run_job(base_dir, template, answers, slice_number=n, slice_count=slice_count, workflow_job_id=workflow_id,
-                    **kw) for n in range(1, slice_count + 1)]
+    return [run_job(base_dir, template, answers, hosts=hosts, groups=groups, slice_number=n, slice_count=slice_count,
+                    workflow_job_id=workflow_id) for n in range(1, slice_count + 1)]
 
 
 def load_survey(name: str) -> dict:
@@ -326,7 +327,10 @@ def survey_element_errors(element: Mapping, data: Mapping, validate_required: bo
         return errors
     value = data[var]
     qtype = element['type']
-    has = lambda k: k in element and element[k] not in ["", None]  # noqa: E731
+
+    def has(k):
+        return k in element and element[k] not in ["", None]
+
     if qtype in ("textarea", "text", "password"):
         if not isinstance(value, str):
             return ["Value %s for '%s' expected to be a string." % (value, var)]

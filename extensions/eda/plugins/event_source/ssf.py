@@ -123,9 +123,9 @@ class Receiver:
                                                                                      ", ".join(self.algorithms)))
         key = self._key(header)
         try:
+            options = {"require": ["iss", "aud", "iat", "jti"], "verify_iat": False}
             claims = jwt.decode(token, key=key, algorithms=self.algorithms, issuer=self.issuer,
-                                audience=self.audience, options={"require": ["iss", "aud", "iat", "jti"],
-                                                                  "verify_iat": False})
+                                audience=self.audience, options=options)
         except jwt.InvalidSignatureError:
             raise SetError("authentication_failed", "the signature does not verify with key %r" % key.key_id) from None
         except jwt.InvalidIssuerError:
