@@ -93,14 +93,14 @@ class Receiver:
         for required in ("jwks_file", "issuer", "audience"):
             if not args.get(required):
                 raise ValueError("sessionguard.mosh.ssf: missing required argument %s" % required)
+        self.algorithms = list(args.get("algorithms") or ["RS256", "ES256"])
+        if any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError("sessionguard.mosh.ssf: the none algorithm is never accepted")
         with open(args["jwks_file"], encoding="utf-8") as f:
             self.jwks = jwt.PyJWKSet.from_json(f.read())
         self.issuer = args["issuer"]
         self.audience = args["audience"]
         self.max_age = int(args.get("max_age", 300))
-        self.algorithms = list(args.get("algorithms") or ["RS256", "ES256"])
-        if any(a.lower() == "none" for a in self.algorithms):
-            raise ValueError("sessionguard.mosh.ssf: the none algorithm is never accepted")
         self.user_map = args.get("user_map") or {}
         self.seen: dict[str, float] = {}
 
