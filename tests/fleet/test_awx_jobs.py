@@ -6,20 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from sgtest import awx, procfs
+from sgtest import awx
 from sgtest.escapees import start_escapees
+from sgtest.lockout import deny_list
 
 pytestmark = pytest.mark.fleet
 
 REVOKE = awx.load_survey('revoke')
-
-
-def deny_list(host):
-    try:
-        with open(host.path('/var/lib/sessionguard/deny')) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 @pytest.fixture
@@ -105,10 +98,7 @@ def test_one_host_down_fails_the_job_and_the_artifact_names_it(fleet, jobs, user
     user = user_factory()
     sessions = sessions_everywhere(fleet, user, mosh_session_factory)
     down = fleet.hosts[-1]
-    down.sshd.stop()
-    conns = [p for p in procfs.iter_procs(down.proc_root) if p.comm.startswith('sshd')]
-    procfs.kill_procs(conns)
-    procfs.wait_gone(conns, proc_root=down.proc_root)
+    down.sshd.cut_off()
     try:
         job = jobs(answers_for(user.name))
     finally:

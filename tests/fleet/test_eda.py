@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sgtest import ansible, awx
 from sgtest.controller import Controller
+from sgtest.lockout import deny_list
 from sgtest.waiting import wait_for
 
 pytestmark = pytest.mark.fleet
@@ -38,14 +39,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def deny_list(host):
-    try:
-        with open(host.path('/var/lib/sessionguard/deny')) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def b64(n):
@@ -302,14 +295,10 @@ def test_a_bad_security_event_token_changes_nothing(fleet, eda, user_factory, mo
 
 
 def test_an_unconfirmed_revocation_fires_the_second_rule(fleet, eda, lift, user_factory, mosh_session_factory):
-    from sgtest import procfs
     user = user_factory()
     sessions_everywhere(fleet, user, mosh_session_factory)
     down = fleet.hosts[-1]
-    down.sshd.stop()
-    conns = [p for p in procfs.iter_procs(down.proc_root) if p.comm.startswith('sshd')]
-    procfs.kill_procs(conns)
-    procfs.wait_gone(conns, proc_root=down.proc_root)
+    down.sshd.cut_off()
     try:
         code = eda.post_webhook({'event': 'user.deactivated', 'user': user.name, 'id': 'evt-down'})[0]
         assert code == 200
