@@ -180,3 +180,23 @@ def test_three_slices_publish_three_artifacts(fleet, jobs, user_factory, mosh_se
     for host in fleet.hosts:
         assert sessions[host.name][0].wait_client_exit() == 0, host.name
         assert not can_log_in(host, user), host.name
+
+
+@pytest.mark.parametrize('users', ['one', 'everyone'])
+def test_audit_job_takes_the_survey_answers(fleet, jobs, user_factory, mosh_session_factory, users):
+    """The textarea names the user; an empty one (which reaches the playbook as null, ansible-core loading AWX's
+    ``!unsafe ''`` so) audits everyone."""
+    user = user_factory()
+    for host in fleet.hosts:
+        mosh_session_factory(user, host)
+    answers = {'audit_users': user.name + '\n' if users == 'one' else '', 'audit_include_ssh': 'no'}
+
+    job = jobs(answers, playbook='audit.yml', spec=awx.load_survey('audit'))
+
+    assert job.status == 'successful', job.stdout()[-4000:]
+    if users == 'everyone':
+        assert "!unsafe 'audit_users': !unsafe ''" in job.extravars_text
+    for host in fleet.hosts:
+        lines = [e['event_data']['res'].get('msg') for e in job.events_of('runner_on_ok')
+                 if e['event_data']['host'] == host.name and e['event_data']['task'] == 'Show live sessions']
+        assert lines and any('mosh %s pid=' % user.name in line for line in lines[0]), (host.name, lines)
