@@ -582,3 +582,30 @@ def read_socket_table(pid, proto, root=PROC):
             except ValueError:
                 continue
     return table if read_any else None
+
+
+# The st column of /proc/net/tcp: the kernel's TCP states (include/net/tcp_states.h).
+TCP_STATES = {1: 'ESTABLISHED', 2: 'SYN_SENT', 3: 'SYN_RECV', 4: 'FIN_WAIT1', 5: 'FIN_WAIT2', 6: 'TIME_WAIT',
+              7: 'CLOSE', 8: 'CLOSE_WAIT', 9: 'LAST_ACK', 10: 'LISTEN', 11: 'CLOSING', 12: 'NEW_SYN_RECV'}
+
+
+def read_socket_states(pid, proto, root=PROC):
+    """Like read_socket_table, with the state: inode -> (local (ip, port), remote (ip, port), state name).
+
+    A UDP socket has no connection state; the kernel reports a connected one as ESTABLISHED and the rest as CLOSE.
+    """
+    table = {}
+    for name in (proto, proto + '6'):
+        try:
+            lines = _read(pid_path(pid, 'net', name, root=root), 16 << 20).decode('ascii', 'replace').splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            cols = line.split()
+            if len(cols) < 10:
+                continue
+            try:
+                table[int(cols[9])] = (_hex_addr(cols[1]), _hex_addr(cols[2]), TCP_STATES.get(int(cols[3], 16), cols[3]))
+            except ValueError:
+                continue
+    return table

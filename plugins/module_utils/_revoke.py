@@ -14,6 +14,7 @@ import os
 import re
 import time
 
+from ansible_collections.sessionguard.mosh.plugins.module_utils._evidence import not_taken, session_view, syslog_sessions
 from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import (
     PROC, ProcfsReader, Snapshot, make_reader, own_chain, pid_path)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
@@ -185,8 +186,13 @@ class Notice(object):
 
 
 def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=False,
-           kill_other_uids=False, prefer_psutil=True, term_all=False, root=PROC, engine_options=None):
-    """End the sessions of ``targets`` (resolved users). Returns the module result (without ``changed``)."""
+           kill_other_uids=False, prefer_psutil=True, term_all=False, root=PROC, engine_options=None,
+           evidence=None, run_id=None, reason=None, syslog=False):
+    """End the sessions of ``targets`` (resolved users). Returns the module result (without ``changed``).
+
+    ``evidence``: an _evidence.Evidence to fill while the set is frozen (None: no snapshot). ``syslog``: one syslog
+    line per ended session, with ``run_id`` and ``reason``.
+    """
     reader = make_reader(prefer_psutil, root)
     judge = ExeJudge(root)
     exclude = own_chain(root)
@@ -210,6 +216,9 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'unreadable': judge.flagged(),
         'survivors': [],
         'notice_sent_to': [],
+        'run_id': run_id,
+        'evidence': not_taken(run_id, 'evidence is off' if evidence is None else None),
+        'syslog_lines': 0,
     }
     result['nameless_uids'] = nameless_uids(snap)
     seen = set(p.uid for p in snap if p.uid in plan.uids) | set(p.euid for p in snap if p.euid in plan.uids)
@@ -219,6 +228,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
             result['absent_users'].append(t.spec)
 
     if check_mode or not plan.procs:
+        if evidence is not None:
+            result['evidence']['reason'] = 'check mode: nothing was frozen' if check_mode else 'nothing to end'
         entries = [session_entry(s, plan.kill_of(s), clock, addresses.get(id(s), (None, None)))
                    for s in plan.sessions if plan.kill_of(s)]
         result.update(session_entries(entries))
@@ -244,8 +255,16 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         p = probe_reader.read(pid)
         return p if p is not None and plan.tied(p) else None
 
+    inspect = None
+    if evidence is not None:
+        evidence.sessions = [session_view(s, plan.kill_of(s), addresses.get(id(s), (None, None)))
+                             for s in plan.sessions if plan.kill_of(s)]
+        # A directory that cannot take the file is known before the freeze: nothing is collected for nothing.
+        if evidence.prepare():
+            inspect = evidence.collect
     message = Notice(notice) if notice else None
-    engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, **(engine_options or {}))
+    engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect,
+                    **(engine_options or {}))
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,
@@ -270,6 +289,11 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
             entries.append(session_entry(s, [h.proc for h in hs], clock, addresses.get(id(s), (None, None)), handles=hs))
     if late:
         entries.append(session_entry(None, [h.proc for h in late], clock, handles=late))
+    if evidence is not None:
+        evidence.write(result['freezer'])
+        result['evidence'] = evidence.summary()
+    if syslog:
+        result['syslog_lines'] = syslog_sessions([e for e in entries if e['process_count']], run_id, reason)
     result.update(session_entries(entries))
     result['survivors'] = bounded([proc_entry(h.proc) for h in engine.survivors])
     result['survivor_count'] = len(engine.survivors)

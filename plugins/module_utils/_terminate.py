@@ -229,11 +229,14 @@ class Engine(object):
     ``prefer_cgroup`` freeze with a cgroup v2 freezer where one can be made, else with SIGSTOP.
     ``chase``         seconds to keep rescanning after the kill for stragglers.
     ``watchdog``      start the watchdog that kills (never thaws) the set if this process dies mid-run.
+    ``inspect(procs)`` called once with the Procs of the set while all of it is frozen, before any signal (the
+                      forensic snapshot); it must bound its own time and must not raise.
     """
 
     def __init__(self, grace_period, rescan, verify=None, root=PROC, prefer_cgroup=True, chase=CHASE_SECONDS,
-                 watchdog=True, probe=None):
+                 watchdog=True, probe=None, inspect=None):
         _raise_fd_limit()
+        self.inspect = inspect
         self.grace = grace_period
         self.rescan = rescan
         self.probe = probe  # pid -> Proc when that PID is tied to the revocation, else None
@@ -339,6 +342,9 @@ class Engine(object):
                                                    or self._catch_newest()[1]):
                 pass
             self.freezer.settle()
+            if self.inspect is not None:
+                self.stage = 'evidence'
+                self.inspect([h.proc for h in self._live()])
 
             self.stage = 'notice'
             self.freezer.thaw('grace')

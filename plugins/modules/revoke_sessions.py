@@ -115,8 +115,64 @@ options:
         user's loginuid are listed in every scope.
     type: bool
     default: false
+  run_id:
+    description:
+      - The revocation's id, the same in the controller's revocation log, the snapshot file and the host's syslog
+        lines. The C(sessionguard.mosh.revoke) role passes one id to every host of a run.
+      - 1 to 128 letters, digits, C(.), C(_), C(:) or C(-), starting with a letter or digit; it names the snapshot
+        file. Generated (C(sg-TIME-RANDOM)) when not given.
+    type: str
+  reason:
+    description:
+      - Why the users are revoked (free text or a ticket id), written to the host's syslog line per ended session and
+        into the snapshot.
+    type: str
+  syslog:
+    description:
+      - Write one line per ended session to the host's syslog (through C(/dev/log), facility C(auth), tag
+        C(sessionguard)) with the run id, user, client address, leader PID, signal and reason. Not in check mode.
+    type: bool
+    default: true
+  evidence:
+    description:
+      - Take a forensic snapshot of every process to be ended, while the whole set is frozen and before any signal,
+        and store it on the host in O(evidence_dir) as C(RUN_ID.json). See RV(evidence).
+      - Per process it records PID, parent, UIDs, start time, command line, working directory, terminal, session and
+        audit labels, cgroup, the executable's path, whether it is deleted and the SHA-256 of its content (read through
+        C(/proc/PID/exe), so a deleted binary is hashed too), its TCP and UDP sockets with addresses and state, and
+        up to 64 open files. Also the session tree and the utmp records (the client-address view).
+      - The snapshot never stops or delays the kill beyond O(evidence_timeout). An unusable directory, a failure while
+        collecting, a hung file system or the budget running out are reported in RV(evidence.reason), and the
+        revocation goes on.
+    type: bool
+    default: false
+  evidence_dir:
+    description:
+      - Where snapshots are kept on the host. Created root-only (mode C(0700)) when missing; must belong to the user
+        the module runs as.
+    type: path
+    default: /var/lib/sessionguard/evidence
+  evidence_timeout:
+    description:
+      - Seconds the snapshot may take while the set is frozen. What was read by then is kept, marked incomplete.
+      - Writing the file after the kill gets the same time again.
+    type: float
+    default: 5
+  evidence_environ:
+    description:
+      - Also record each process's environment (up to 64 KiB each). Off by default, because environments hold
+        secrets (tokens, passwords).
+    type: bool
+    default: false
+  evidence_keep_days:
+    description:
+      - Snapshots in O(evidence_dir) older than this many days are deleted when a new one is written. V(0) keeps them
+        all.
+    type: int
+    default: 90
 seealso:
   - module: sessionguard.mosh.session_facts
+  - module: sessionguard.mosh.revocation_log
 """
 
 EXAMPLES = r"""
@@ -322,12 +378,65 @@ scope:
   returned: always
   type: str
   sample: mosh
+run_id:
+  description: The revocation's id (O(run_id), or the one generated).
+  returned: always
+  type: str
+  sample: awx-4711-20261201T021500Z
+syslog_lines:
+  description: How many lines were handed to the host's syslog (one per ended session).
+  returned: always
+  type: int
+  sample: 1
+evidence:
+  description:
+    - The forensic snapshot, in a few fields whatever the number of processes; the file holds the full list.
+    - V(complete) is true only when every process was recorded and the file was written. Otherwise V(reason) says what
+      is missing and why; V(missing) is true when no file was written at all.
+  returned: always
+  type: dict
+  contains:
+    run_id:
+      description: The run id, also the file's name.
+      type: str
+    path:
+      description: The snapshot file on the host, null when none was written.
+      type: str
+    sha256:
+      description: SHA-256 of the file's bytes.
+      type: str
+    size:
+      description: Size of the file in bytes.
+      type: int
+    complete:
+      description: Every process of the set was recorded and the file was written.
+      type: bool
+    missing:
+      description: No file was written.
+      type: bool
+    reason:
+      description: Why the snapshot is incomplete or missing, or why none was taken; null when complete.
+      type: str
+    process_count:
+      description: Processes in the frozen set.
+      type: int
+    processes_recorded:
+      description: Processes recorded in the file.
+      type: int
+    collect_seconds:
+      description: Seconds spent reading the frozen set.
+      type: float
+  sample: {run_id: sg-20261201T021500Z-1a2b3c4d, path: /var/lib/sessionguard/evidence/sg-20261201T021500Z-1a2b3c4d.json,
+           sha256: 9f2c0e5d8a0b4f6e7c1d2b3a4958675f4e3d2c1b0a99887766554433221100ff, size: 48211, complete: true,
+           missing: false, reason: null, process_count: 7, processes_recorded: 7, collect_seconds: 0.041}
 """
 
 import math
 import os
 
 from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.sessionguard.mosh.plugins.module_utils._evidence import Evidence, new_run_id, run_id_error
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._revoke import SCOPES, revoke
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
@@ -343,12 +452,29 @@ def main():
             allow_system_users=dict(type='bool', default=False),
             kill_other_uids=dict(type='bool', default=False),
             terminate_gracefully=dict(type='bool', default=False),
+            run_id=dict(type='str'),
+            reason=dict(type='str'),
+            syslog=dict(type='bool', default=True),
+            evidence=dict(type='bool', default=False),
+            evidence_dir=dict(type='path', default='/var/lib/sessionguard/evidence'),
+            evidence_timeout=dict(type='float', default=5),
+            evidence_environ=dict(type='bool', default=False),
+            evidence_keep_days=dict(type='int', default=90),
         ),
         supports_check_mode=True,
     )
     p = module.params
     if not math.isfinite(p['grace_period']) or p['grace_period'] < 0:
         module.fail_json(msg='grace_period must be a finite number of seconds, 0 or more; got %s.' % p['grace_period'])
+    if not math.isfinite(p['evidence_timeout']) or p['evidence_timeout'] <= 0:
+        module.fail_json(msg='evidence_timeout must be a finite number of seconds above 0; got %s.' % p['evidence_timeout'])
+    if p['evidence_keep_days'] < 0:
+        module.fail_json(msg='evidence_keep_days must be 0 (keep all) or more; got %d.' % p['evidence_keep_days'])
+    if not os.path.isabs(p['evidence_dir']):
+        module.fail_json(msg='evidence_dir must be an absolute path; got %r.' % p['evidence_dir'])
+    run_id = p['run_id'] if p['run_id'] is not None else new_run_id()
+    if run_id_error(run_id):
+        module.fail_json(msg=run_id_error(run_id))
     try:
         targets, absent = resolve(p['users'], allow_system_users=p['allow_system_users'])
     except UserError as e:
@@ -363,14 +489,23 @@ def main():
         module.fail_json(msg='revoke_sessions must run as root (become: true) to end sessions of other users: %s'
                          % ', '.join(others))
 
+    evidence = None
+    if p['evidence']:
+        evidence = Evidence(run_id, reason=p['reason'], directory=p['evidence_dir'], timeout=p['evidence_timeout'],
+                            environ=p['evidence_environ'], keep_days=p['evidence_keep_days'],
+                            users=[t.name if t.name is not None else t.uid for t in targets])
     result = revoke(targets, scope=p['scope'], grace_period=p['grace_period'], notice=p['notice'],
                     check_mode=module.check_mode, kill_other_uids=p['kill_other_uids'],
-                    term_all=p['terminate_gracefully'])
+                    term_all=p['terminate_gracefully'], evidence=evidence, run_id=run_id, reason=p['reason'],
+                    syslog=p['syslog'] and not module.check_mode)
     result['absent_users'] = absent + result['absent_users']
     result['changed'] = result['totals']['processes'] > 0
     if result['spared']:
         module.warn('%d process(es) of the revoked sessions run this task and were left running: %s'
                     % (len(result['spared']), ', '.join(str(e['pid']) for e in result['spared'])))
+    if p['evidence'] and result['evidence']['reason'] and result['totals']['processes'] and not module.check_mode:
+        module.warn('the forensic snapshot is %s: %s' % ('missing' if result['evidence']['missing'] else 'incomplete',
+                                                        result['evidence']['reason']))
     for entry in result['unreadable']:
         module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
     if 'aborted' in result:

@@ -83,6 +83,9 @@ def test_revoke_job_ends_sessions_locks_out_and_publishes_the_summary(fleet, job
     assert s['users'] == [user.name] and s['dry_run'] is False and s['all_confirmed'] is True
     assert s['revoked'] == names and s['unreachable'] == [] and s['failed'] == [] and s['not_confirmed'] == []
     assert s['job_id'] == job.id and s['reason'] == 'INC-1234 left the company'
+    # The revocation log's chain head and the run id, as the run's summary printed them.
+    assert s['log_intact'] is True and len(s['chain_head']) >= 16 and s['run_id'].startswith('awx-%d-' % job.id)
+    assert 'chain head %s' % s['chain_head'] in job.stdout()
     assert job.host_status_counts() == {'changed': len(names)}
     for host in fleet.hosts:
         session, procs = sessions[host.name]

@@ -26,6 +26,7 @@ from .inventory import OPS_USER
 from .profiles import Profile
 from .sshd import HOST_KEY, KEYS_DIR, host_sshd_config
 from .privatevar import private_var_binds
+from .syslog import ensure_dev_log, syslogd_argv
 
 OPS_UID_FROM = 1500
 
@@ -122,6 +123,7 @@ def _host_config(index: int, name: str, hd: str, prof: Profile, lower_etc: str) 
         "binds": binds, "hide": hide,
         "late_binds": [{"source": os.path.join(hd, "tmp"), "target": "/tmp"}],
         "sshd": [SSHD_BINARY, "-D", "-e", "-f", "/etc/ssh/sshd_config"],
+        "syslogd": syslogd_argv(hd),
     }
 
 
@@ -129,6 +131,7 @@ def prepare_hosts(state_dir: str, template: str, indexes: Sequence[int], profs: 
     """Make the directories, files and init config of hosts ``indexes`` (profiles taken in turn);
     returns their records for the fleet's state file (the init's PIDs are added once it runs)."""
     lower_etc = os.path.join(template, "etc")
+    ensure_dev_log()
     names = [host_name(i) for i in indexes]
     hostdirs = [os.path.join(state_dir, "hosts", name) for name in names]
     for hd in hostdirs:

@@ -17,6 +17,8 @@ Setup (all mounts are private to the host's mount namespace):
   /etc copy, bind mounts of ``/home``, ``/root``, ``/var/log``, ``/var/tmp``, finally ``/tmp``); a tmpfs on ``/run`` with ``/run/sshd``, ``/run/lock``
   and ``/run/utmp`` (root:utmp 0664); optional overlays that hide Python packages
   (whiteouts), e.g. psutil on a "no psutil" host;
+* ``rsyslogd -n`` (when the config names it), listening on the host's /run/sgfleet/dev-log (where the
+  machine's /dev/log points) and writing to the host's /var/log;
 * ``sshd -D -e`` with its stderr on the host's sshd.log.
 
 Supervision: reaps every child (orphans of the namespace are reparented here);
@@ -136,6 +138,30 @@ class Init(object):
             self.mount_entry(m)
         self.log("host set up: hostname %s, address %s" % (cfg["hostname"], cfg["address"]))
 
+    # ------------------------------------------------------------------ syslog
+    def start_syslogd(self):
+        argv = self.cfg.get("syslogd")
+        if not argv:
+            return
+        pid = os.fork()
+        if pid == 0:  # child
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, [])
+                for s in SIGNALS:
+                    signal.signal(s, signal.SIG_DFL)
+                os.setsid()
+                null = os.open("/dev/null", os.O_RDWR)
+                os.dup2(null, 0)
+                os.dup2(null, 1)
+                os.dup2(self.log_fh.fileno(), 2)
+                os.closerange(3, 1024)
+                os.execv(argv[0], argv)
+            except BaseException as exc:  # pylint: disable=broad-except
+                os.write(2, ("hostinit: cannot exec %s: %s\n" % (argv[0], exc)).encode())
+            finally:
+                os._exit(127)
+        self.log("started %s, pid %d" % (argv[0], pid))
+
     # ------------------------------------------------------------------ sshd
     def start_sshd(self):
         if self.sshd_pid is not None or self.stopping:
@@ -223,6 +249,7 @@ class Init(object):
         for s in SIGNALS:
             signal.signal(s, lambda *_a: None)  # a handler: PID 1 ignores default-action signals
         self.setup()
+        self.start_syslogd()
         self.start_sshd()
         while True:
             info = signal.sigtimedwait(SIGNALS, 5.0)
