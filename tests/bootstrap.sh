@@ -17,11 +17,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 # at, cron, attr: what the lockout tests set aside and restore (at jobs, crontabs; setfattr for extended attributes).
 # slapd, ldap-utils, nslcd, libnss-ldapd: the fleet's LDAP directory (tests/fleet/sgfleet/ldap.py). This machine's
 # own nsswitch.conf is left alone (preseeded below); only fleet hosts point NSS at the directory.
+# chromium: the fleet report's HTML is opened in it (Playwright drives it; it cannot fetch its own browser here).
 # rsyslog: each fleet host runs its own (tests/lib/sgtest/fleet/syslog.py), for the syslog lines of a revocation.
 # openjdk-17-jre-headless: ansible-rulebook's rule engine (drools through jpy) needs Java 17 (tests/fleet/test_eda.py).
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
     shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd rsyslog
-    openjdk-17-jre-headless)
+    chromium openjdk-17-jre-headless)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

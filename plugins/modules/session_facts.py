@@ -54,6 +54,15 @@ options:
       - Also report SSH logins (per-connection C(sshd) or C(sshd-session) processes).
     type: bool
     default: false
+  history_days:
+    description:
+      - Also read the host's wtmp for the mosh and SSH logins of the last this many days, ended or not, into
+        C(ansible_facts['sessionguard_history']). V(0) reads no history.
+      - wtmp is rotated (monthly on Debian), so the history covers at most what the current file holds;
+        RV(ansible_facts.sessionguard_history.covers_from) says from when.
+    type: int
+    default: 0
+    version_added: 1.1.0
 notes:
   - O(users) entries that do not exist on the host are ignored; fleets differ.
 seealso:
@@ -245,6 +254,53 @@ ansible_facts:
       type: list
       elements: dict
       sample: [{user: bob, uid: 1001, locked_at: "2026-11-28T04:31:07Z", reason: offboarding, kept: 2, expiry_changed: true}]
+    sessionguard_history:
+      description:
+        - With O(history_days) above 0, the mosh and SSH logins recorded in wtmp during those days, newest first,
+          with O(users) applied. A login is paired with its logout as C(last) pairs them; the records of one
+          mosh-server (it rewrites its record each time a client attaches or goes quiet) make one login.
+        - mosh records are written by the user's own mosh-server through the utempter helper, so their client
+          addresses are hints; SSH records are written by sshd.
+      returned: when O(history_days) is above 0
+      type: dict
+      version_added: 1.1.0
+      sample:
+        wtmp: /var/log/wtmp
+        since: "2026-11-21T04:31:07Z"
+        covers_from: "2026-11-01T00:00:12Z"
+        logins_total: 1
+        logins_truncated: false
+        error: null
+        logins:
+          - {kind: mosh, user: bob, client_ip: 198.51.100.7, client_ips: [198.51.100.7], tty: pts/3, pid: 4242,
+             start: "2026-11-28T04:31:07Z", end: "2026-11-28T05:01:07Z", duration_seconds: 1800, ended_by: logout}
+      contains:
+        wtmp:
+          description: The file read, or null when there is none.
+          type: str
+        since:
+          description: Start of the window asked for, ISO 8601 UTC.
+          type: str
+        covers_from:
+          description: Time of the oldest record read; nothing older is known from this host (wtmp is rotated).
+          type: str
+        logins:
+          description:
+            - Up to 500 logins, newest first. C(kind) (V(mosh) or V(ssh)), C(user), C(client_ip) (the first one
+              seen), C(client_ips), C(tty), C(pid), C(start), C(end) (null while no logout is recorded),
+              C(duration_seconds) (up to now while open), C(ended_by) (V(logout), V(reboot), V(unknown) or null
+              while open).
+          type: list
+          elements: dict
+        logins_total:
+          description: Number of logins in the window, listed or not.
+          type: int
+        logins_truncated:
+          description: More logins than listed.
+          type: bool
+        error:
+          description: Why the history could not be read, or null.
+          type: str
     sessionguard_orphans:
       description: Per user, live processes tied to no live login.
       returned: always
@@ -262,6 +318,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sessionguard.mosh.plugins.module_utils._audit import audit
 from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import Layout, locked_out
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
+from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import history
 
 
 def main():
@@ -269,10 +326,14 @@ def main():
         argument_spec=dict(
             users=dict(type='list', elements='raw'),
             include_ssh=dict(type='bool', default=False),
+            history_days=dict(type='int', default=0),
         ),
         supports_check_mode=True,
     )
+    if module.params['history_days'] < 0:
+        module.fail_json(msg='history_days must be 0 or more; got %d.' % module.params['history_days'])
     uids = None
+    names = None
     if module.params['users'] is not None:
         try:
             # Auditing is read-only, so system users may be named.
@@ -280,6 +341,7 @@ def main():
         except UserError as e:
             module.fail_json(msg=str(e))
         uids = [t.uid for t in targets]
+        names = set(t.name for t in targets if t.name is not None)
     if os.geteuid() != 0:
         module.warn('session_facts runs without root: other users\' sessions are invisible; use become: true')
     found = audit(uids=uids, include_ssh=module.params['include_ssh'])
@@ -287,12 +349,17 @@ def main():
         module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
     for err in found['utmp_errors']:
         module.warn('could not read %s; client addresses and attach state may be missing' % err)
-    module.exit_json(changed=False, ansible_facts={
+    facts = {
         'sessionguard_sessions': found['sessions'],
         'sessionguard_orphans': found['orphans'],
         'sessionguard_nameless_uids': found['nameless_uids'],
         'sessionguard_lockouts': locked_out(Layout()),
-    })
+    }
+    if module.params['history_days'] > 0:
+        facts['sessionguard_history'] = history(module.params['history_days'], users=names)
+        if facts['sessionguard_history']['error']:
+            module.warn('no login history: %s' % facts['sessionguard_history']['error'])
+    module.exit_json(changed=False, ansible_facts=facts)
 
 
 if __name__ == '__main__':

@@ -17,11 +17,11 @@ from sgtest.interpreters import REPO
 
 SURVEYS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(awx.SURVEYS, '*.json')))
 # Survey -> the role whose argument spec takes its variables (None: the playbook reads them itself).
-ROLE_OF = {'revoke': 'revoke', 'audit': 'audit', 'restore': None, 'reconcile': None}
+ROLE_OF = {'revoke': 'revoke', 'audit': 'audit', 'restore': None, 'reconcile': 'reconcile'}
 
 
 def test_there_is_a_survey_for_each_template():
-    assert set(SURVEYS) >= {'revoke', 'restore', 'audit'}, SURVEYS
+    assert set(SURVEYS) == {'revoke', 'restore', 'audit', 'reconcile'}, SURVEYS
     for name in SURVEYS:
         assert os.path.exists(os.path.join(awx.AWX_PROJECT, name + '.yml')), name
 
@@ -69,6 +69,7 @@ GOOD = {
                'revoke_notice': 'Access revoked', 'revoke_grace_period': 0, 'revoke_dry_run': 'yes'},
     'restore': {'restore_users': 'bob', 'restore_force': 'no'},
     'audit': {'audit_users': '', 'audit_include_ssh': 'no'},
+    'reconcile': {'reconcile_allowed_groups': 'staff,admins', 'reconcile_max_users': 10, 'reconcile_dry_run': 'yes'},
 }
 
 
@@ -123,12 +124,17 @@ def test_every_survey_variable_is_taken_by_the_playbook(name):
             defaults = yaml.safe_load(f)
         for q in spec['spec']:
             assert q['variable'] in options, (name, q['variable'])
-            assert q['variable'] in defaults, (name, q['variable'])
+            # A variable without a default is one the role requires: the survey must require it too.
+            if q['variable'] not in defaults:
+                assert options[q['variable']].get('required') and q['required'], (name, q['variable'])
             kind = options[q['variable']]['type']
             # What the survey sends must be what the spec's type takes: a textarea string for raw users, yes/no
-            # strings for bool, an int for int/float, one of the choices for a str with choices.
+            # strings for bool, an int for int/float, one of the choices for a str with choices; a list only as a
+            # comma-separated text, which a list option splits.
             if q['type'] in ('text', 'textarea'):
-                assert kind in ('str', 'raw', 'path'), (q['variable'], kind)
+                assert kind in ('str', 'raw', 'path') or (kind == 'list' and q['type'] == 'text'
+                                                          and 'comma-separated' in q['question_description']), \
+                    (q['variable'], kind)
             elif q['type'] == 'integer':
                 assert kind in ('int', 'float'), (q['variable'], kind)
             elif q['type'] == 'multiplechoice':

@@ -136,3 +136,21 @@ def retire_records(predicate: Callable[[UtmpRecord], bool], path: str = "/run/ut
         finally:
             fcntl.lockf(fh, fcntl.LOCK_UN)
     return n
+
+
+def rewrite_host(pid: int, host: str, path: str = "/run/utmp") -> int:
+    """Set ``ut_host`` of the live records of ``pid`` to ``host``, as that process could through libutempter
+    (which writes whatever host text its caller hands it). Returns how many records changed."""
+    n = 0
+    with open(path, "r+b") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            for r in parse(fh.read()):
+                if r.live and r.pid == pid:
+                    fh.seek(r.index * UTMP_SIZE + 76)
+                    fh.write(host.encode()[:255].ljust(256, b"\0"))
+                    n += 1
+            fh.flush()
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+    return n

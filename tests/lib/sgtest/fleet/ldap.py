@@ -95,6 +95,21 @@ class Directory:
         subprocess.run(["ldapadd", "-x", "-H", self.uri, "-D", ADMIN, "-w", ADMIN_PW], input=ldif, text=True,
                        capture_output=True, check=True)
 
+    def add_group(self, name: str, gid: int, members: List[str]) -> None:
+        """A posixGroup listing ``members`` (memberUid: names, local or directory users alike)."""
+        ldif = (f"dn: cn={name},ou=groups,{SUFFIX}\nobjectClass: posixGroup\ncn: {name}\ngidNumber: {gid}\n"
+                + "".join(f"memberUid: {m}\n" for m in members))
+        subprocess.run(["ldapadd", "-x", "-H", self.uri, "-D", ADMIN, "-w", ADMIN_PW], input=ldif, text=True,
+                       capture_output=True, check=True)
+
+    def resume(self) -> "Directory":
+        """Start slapd again on the same port and database after :meth:`stop`."""
+        self.proc = subprocess.Popen([SLAPD, "-d", "0", "-h", self.uri, "-f", self.conf],
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        wait_for(self._answers, 15, lambda: f"slapd on {self.uri}")
+        return self
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
