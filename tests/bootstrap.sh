@@ -20,9 +20,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/tools/common.sh"
 # chromium: the fleet report's HTML is opened in it (Playwright drives it; it cannot fetch its own browser here).
 # gcc: benchmarks/crowd.c (the crowded process table of the benchmarks).
 # rsyslog: each fleet host runs its own (tests/lib/sgtest/fleet/syslog.py), for the syslog lines of a revocation.
+# openjdk-17-jre-headless: ansible-rulebook's rule engine (drools through jpy) needs Java 17 (tests/fleet/test_eda.py).
 APT_PACKAGES=(mosh openssh-server openssh-client tmux procps psmisc iproute2 util-linux rsync git sudo python3-venv
     shellcheck python3-psutil fuse3 python3-fusepy at cron attr slapd ldap-utils nslcd libnss-ldapd rsyslog
-    chromium gcc)
+    chromium gcc openjdk-17-jre-headless)
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -92,6 +93,9 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ] || ! "$SG_VENV/bin/python"
     run "$SG_VENV/bin/python" -m pip install --disable-pip-version-check -q "${pip_args[@]}"
     echo "$stamp" >"$stamp_file"
 fi
+
+# awx.awx for the syntax check of extensions/awx/configure_controller.yml (from the ansible wheel on PyPI).
+run bash "$SG_REPO/tests/tools/awx-collection-path.sh"
 
 # 3. Target Pythons: psutil on 3.13, deliberately none on 3.9 ---------------------------------
 # Python 3.13 is the "with psutil" target, Python 3.9 the "without psutil" target of the

@@ -23,7 +23,7 @@ import pytest
 from sgtest import ansible, procfs
 from sgtest.escapees import start_escapees
 from sgtest.fleet import ldap
-from sgtest.lockout import file_state, password_login, shadow_field
+from sgtest.lockout import deny_list, file_state, password_login, shadow_field
 from sgtest.users import TestUser
 from sgtest.waiting import wait_for
 
@@ -62,14 +62,6 @@ def logins(fleet):
     for host in fleet.hosts:
         os.unlink(host.path(TEST_DROPIN))
         reload_sshd(host)
-
-
-def deny_list(host):
-    try:
-        with open(host.path('/var/lib/sessionguard/deny')) as f:
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 @pytest.fixture

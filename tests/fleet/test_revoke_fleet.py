@@ -130,11 +130,7 @@ def test_a_host_with_sshd_down_is_unreachable_and_the_rest_are_revoked(fleet, us
     user = user_factory()
     sessions = open_sessions(fleet, user, mosh_session_factory, escapees=('nohup',))
     down = fleet.hosts[-1]
-    down.sshd.stop()
-    # Earlier runs' multiplexed connections (ControlPersist) would outlive the listener: end them too.
-    conns = [p for p in procfs.iter_procs(down.proc_root) if p.comm.startswith('sshd')]
-    procfs.kill_procs(conns)
-    procfs.wait_gone(conns, proc_root=down.proc_root)
+    down.sshd.cut_off()
     try:
         run = run_collection_playbook(fleet, 'revoke', {'revoke_users': [user.name]})
         assert run.rc != 0, run.describe()

@@ -17,6 +17,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 # ansible-lint --offline resolves the collection's own FQCNs (roles, modules) only through a
 # collections path: without one it reports syntax-check[unknown-module] and "role not found".
 ANSIBLE_COLLECTIONS_PATH=$(bash "$SG_REPO/tests/tools/collection-path.sh") || exit 1
+# awx.awx, which extensions/awx/configure_controller.yml uses.
+ANSIBLE_COLLECTIONS_PATH=$ANSIBLE_COLLECTIONS_PATH:$(bash "$SG_REPO/tests/tools/awx-collection-path.sh") || exit 1
 export ANSIBLE_COLLECTIONS_PATH
 export PATH=$SG_VENV/bin:$PATH
 cd "$SG_REPO" || exit 1

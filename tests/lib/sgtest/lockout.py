@@ -158,3 +158,12 @@ def tree_state(paths: List[str]) -> Dict[str, object]:
         else:
             out[top] = file_state(top)
     return out
+
+
+def deny_list(host: Host) -> List[str]:
+    """The names in the lockout's deny list on ``host`` (empty when it has none)."""
+    try:
+        with open(host.path("/var/lib/sessionguard/deny")) as f:
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []

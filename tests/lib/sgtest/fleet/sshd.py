@@ -83,6 +83,14 @@ class HostSshd(Sshd):
         if old is not None:
             procfs.wait_gone([old], timeout)
 
+    def cut_off(self, timeout: float = 10.0) -> None:
+        """Make the host unreachable: stop sshd and end its connections, so that earlier runs' multiplexed ssh
+        connections (ControlPersist) do not outlive the listener. :meth:`start` brings it back."""
+        self.stop(timeout)
+        conns = [p for p in procfs.iter_procs(self.host.proc_root) if p.comm.startswith("sshd")]
+        procfs.kill_procs(conns)
+        procfs.wait_gone(conns, timeout, proc_root=self.host.proc_root)
+
     def log_text(self) -> str:
         try:
             with open(self.local_log, errors="replace") as fh:
