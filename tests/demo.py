@@ -69,11 +69,14 @@ def main():
 
     say('Revoke bob across the fleet (ansible-playbook sessionguard.mosh.revoke)')
     rc = playbook(fleet, 'revoke', '-e', '{"revoke_users": ["bob"], "revoke_grace_period": 2, '
-                  '"revoke_notice": "Your access has been revoked."}')
+                  '"revoke_reason": "DEMO-1 laptop stolen", "revoke_notice": "Your access has been revoked."}')
+
+    say('The hash-chained revocation log on the controller (ansible-playbook sessionguard.mosh.verify_log)')
+    verified = playbook(fleet, 'verify_log')
 
     say('What happened')
     print('  %-9s %-6s %-50s %s' % ('host', 'user', 'mosh client on the laptop', 'processes on the host'))
-    ok = rc == 0
+    ok = rc == 0 and verified == 0
     for h in fleet.hosts:
         for name, user in (('alice', alice), ('bob', bob)):
             s = sessions[(name, h.name)]
