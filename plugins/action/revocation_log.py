@@ -17,18 +17,9 @@ from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import (
-    LogError, append, awx_context, build_record, default_path)
+    RECORD_ARGS, LogError, append, awx_context, build_record, default_path)
 
-_ARGS = dict(
-    path=dict(type='path'),
-    run_id=dict(type='str', required=True),
-    reason=dict(type='str', default=''),
-    users=dict(type='list', elements='raw', required=True),
-    lockout=dict(type='raw'),
-    revocation=dict(type='raw'),
-    result=dict(type='str', default=''),
-    fetch_evidence=dict(type='bool', default=True),
-)
+_ARGS = RECORD_ARGS
 
 
 def controller_identity():

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import default_path, verify
+from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import VERIFY_ARGS, default_path, verify
 
-_ARGS = dict(path=dict(type='path'), head=dict(type='str'))
+_ARGS = VERIFY_ARGS
 
 
 class ActionModule(ActionBase):

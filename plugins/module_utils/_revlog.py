@@ -37,6 +37,21 @@ class LogError(Exception):
     """The log cannot be appended to (its tail is broken, or it cannot be opened)."""
 
 
+# The arguments of sessionguard.mosh.revocation_log and verify_log: their action plugins validate with these and their
+# documentation modules declare them, from this one place.
+RECORD_ARGS = dict(
+    path=dict(type='path'),
+    run_id=dict(type='str', required=True),
+    reason=dict(type='str', default=''),
+    users=dict(type='list', elements='raw', required=True),
+    lockout=dict(type='raw'),
+    revocation=dict(type='raw'),
+    result=dict(type='str', default=''),
+    fetch_evidence=dict(type='bool', default=True),
+)
+VERIFY_ARGS = dict(path=dict(type='path'), head=dict(type='str'))
+
+
 def default_path(environ=None):
     """``$XDG_STATE_HOME/sessionguard/revocations.jsonl``, else ``~/.local/state/sessionguard/revocations.jsonl``."""
     environ = os.environ if environ is None else environ

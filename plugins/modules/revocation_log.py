@@ -125,20 +125,12 @@ evidence:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import RECORD_ARGS
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(
-            path=dict(type='path'),
-            run_id=dict(type='str', required=True),
-            reason=dict(type='str', default=''),
-            users=dict(type='list', elements='raw', required=True),
-            lockout=dict(type='raw'),
-            revocation=dict(type='raw'),
-            result=dict(type='str', default=''),
-            fetch_evidence=dict(type='bool', default=True),
-        ),
+        argument_spec=RECORD_ARGS,
     )
     module.fail_json(msg='sessionguard.mosh.revocation_log runs on the controller as an action plugin; '
                      'call it by its full name in a task.')

@@ -90,13 +90,14 @@ broken:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import VERIFY_ARGS
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._revlog import default_path, verify
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(path=dict(type='path'), head=dict(type='str')),
+        argument_spec=VERIFY_ARGS,
         supports_check_mode=True,
     )
     path = module.params['path'] or default_path()

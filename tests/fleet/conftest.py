@@ -16,20 +16,13 @@ import os
 
 import pytest
 
-from sgtest.fleet import Fleet, new_state_dir, purge_stale_fleets
+from sgtest.fleet import fleet_of, purge_stale_fleets
 
 
 @pytest.fixture(scope="session")
 def fleet():
     purge_stale_fleets()
-    f = Fleet(new_state_dir("pt"), kind="pytest")
-    try:
-        f.up(int(os.environ.get("SG_FLEET_HOSTS", "4")), first=None)
-    except BaseException:
-        f.down(check=False)
-        raise
-    yield f
-    f.down()
+    yield from fleet_of(int(os.environ.get("SG_FLEET_HOSTS", "4")))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ import pytest
 
 from sgtest.ansible import ansible_env
 from sgtest.escapees import start_escapees
-from sgtest.fleet import Fleet, new_state_dir
+from sgtest.fleet import fleet_of
 from sgtest.fleet.syslog import auth_log
 from sgtest.interpreters import venv_bin
 
@@ -37,14 +37,7 @@ EVIDENCE_DIR = '/var/lib/sessionguard/evidence'
 
 @pytest.fixture(scope='module')
 def fleet():
-    f = Fleet(new_state_dir('pt-ev'), kind='pytest')
-    try:
-        f.up(FLEET_HOSTS, first=None)
-    except BaseException:
-        f.down(check=False)
-        raise
-    yield f
-    f.down()
+    yield from fleet_of(FLEET_HOSTS, 'pt-ev')
 
 
 @pytest.fixture(scope='module')

@@ -18,7 +18,7 @@ and ``cli`` (``tests/fleet/fleet``).
 """
 
 from .addresses import address_of, host_name
-from .fleet import Fleet, purge_stale_fleets
+from .fleet import Fleet, fleet_of, purge_stale_fleets
 from .hosts import NAMESPACES, FleetHost
 from .lifecycle import DEFAULT_STATE_DIR, STATE_ROOT, new_state_dir
 from .profiles import PROFILE_BY_NAME, PROFILES, Profile
@@ -26,5 +26,5 @@ from .sshd import HostSshd
 
 __all__ = [
     "DEFAULT_STATE_DIR", "Fleet", "FleetHost", "HostSshd", "NAMESPACES", "PROFILES", "PROFILE_BY_NAME", "Profile",
-    "STATE_ROOT", "address_of", "host_name", "new_state_dir", "purge_stale_fleets",
+    "STATE_ROOT", "address_of", "fleet_of", "host_name", "new_state_dir", "purge_stale_fleets",
 ]

@@ -234,3 +234,16 @@ def purge_stale_fleets(kinds: Sequence[str] = ("pytest",)) -> List[str]:
         problems = f.down(check=False)
         done.append(f"{sd}: {'clean' if not problems else '; '.join(problems)}")
     return done
+
+
+def fleet_of(n: int, prefix: str = "pt") -> Iterator[Fleet]:
+    """A pytest fleet of ``n`` hosts on the lowest free addresses, for a fixture to ``yield from``: a failed ``up``
+    takes down what it started; the fixture's teardown brings it down and checks nothing is left."""
+    f = Fleet(lifecycle.new_state_dir(prefix), kind="pytest")
+    try:
+        f.up(n, first=None)
+    except BaseException:
+        f.down(check=False)
+        raise
+    yield f
+    f.down()

@@ -138,11 +138,11 @@ class Init(object):
             self.mount_entry(m)
         self.log("host set up: hostname %s, address %s" % (cfg["hostname"], cfg["address"]))
 
-    # ------------------------------------------------------------------ syslog
-    def start_syslogd(self):
-        argv = self.cfg.get("syslogd")
-        if not argv:
-            return
+    # ------------------------------------------------------------------ daemons
+    @staticmethod
+    def spawn(argv, stderr_fd, env=None):
+        """Fork and exec a daemon of the host in a session of its own: default signal handling and mask (PID 1
+        blocks and handles them), stdin/stdout on /dev/null, stderr to ``stderr_fd``, no other inherited fds."""
         pid = os.fork()
         if pid == 0:  # child
             try:
@@ -153,13 +153,24 @@ class Init(object):
                 null = os.open("/dev/null", os.O_RDWR)
                 os.dup2(null, 0)
                 os.dup2(null, 1)
-                os.dup2(self.log_fh.fileno(), 2)
+                os.dup2(stderr_fd, 2)
                 os.closerange(3, 1024)
-                os.execv(argv[0], argv)
+                if env is None:
+                    os.execv(argv[0], argv)
+                else:
+                    os.execve(argv[0], argv, env)
             except BaseException as exc:  # pylint: disable=broad-except
                 os.write(2, ("hostinit: cannot exec %s: %s\n" % (argv[0], exc)).encode())
             finally:
                 os._exit(127)
+        return pid
+
+    # ------------------------------------------------------------------ syslog
+    def start_syslogd(self):
+        argv = self.cfg.get("syslogd")
+        if not argv:
+            return
+        pid = self.spawn(argv, self.log_fh.fileno())
         self.log("started %s, pid %d" % (argv[0], pid))
 
     # ------------------------------------------------------------------ sshd
@@ -168,23 +179,7 @@ class Init(object):
             return
         argv = self.cfg["sshd"]
         env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        pid = os.fork()
-        if pid == 0:  # child
-            try:
-                signal.pthread_sigmask(signal.SIG_SETMASK, [])
-                for s in SIGNALS:
-                    signal.signal(s, signal.SIG_DFL)
-                os.setsid()
-                null = os.open("/dev/null", os.O_RDWR)
-                os.dup2(null, 0)
-                os.dup2(null, 1)
-                os.dup2(self.sshd_log_fd, 2)
-                os.closerange(3, 1024)
-                os.execve(argv[0], argv, env)
-            except BaseException as exc:  # pylint: disable=broad-except
-                os.write(2, ("hostinit: cannot exec %s: %s\n" % (argv[0], exc)).encode())
-            finally:
-                os._exit(127)
+        pid = self.spawn(argv, self.sshd_log_fd, env)
         self.sshd_pid = pid
         self.log("started sshd, pid %d" % pid)
 
