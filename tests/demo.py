@@ -72,7 +72,10 @@ def main():
                   '"revoke_reason": "DEMO-1 laptop stolen", "revoke_notice": "Your access has been revoked."}')
 
     say('The hash-chained revocation log on the controller (ansible-playbook sessionguard.mosh.verify_log)')
-    verified = playbook(fleet, 'verify_log')
+    # The demo inventory keeps the log in the fleet's state directory (sessionguard_log_path on the fleet's hosts;
+    # the verifier runs on localhost, so it is named here).
+    verified = playbook(fleet, 'verify_log', '-e', json.dumps(
+        {'sessionguard_log_path': os.path.join(fleet.state_dir, 'log', 'revocations.jsonl')}))
 
     say('What happened')
     print('  %-9s %-6s %-50s %s' % ('host', 'user', 'mosh client on the laptop', 'processes on the host'))
