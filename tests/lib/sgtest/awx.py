@@ -221,6 +221,9 @@ def run_job(base_dir: str, template: JobTemplate, answers: Optional[Mapping] = N
            "ANSIBLE_COLLECTIONS_PATH": ":".join([collections_path(), "~/.ansible/collections",
                                                  "/usr/share/ansible/collections"]),
            "ANSIBLE_HOST_KEY_CHECKING": "False",
+           # The job's home is throwaway in AWX; here the revocation log's default path lands in the job's private
+           # data dir instead of the machine's root account.
+           "XDG_STATE_HOME": os.path.join(pdd, "state"),
            # ansible-runner runs ansible-playbook from PATH, as the execution environment has it.
            "PATH": os.path.dirname(venv_bin("ansible-playbook")) + os.pathsep + os.environ.get("PATH", "/usr/bin:/bin")}
     params = {"ident": job_id, "private_data_dir": pdd, "playbook": template.playbook, "inventory": inv_path,
