@@ -241,6 +241,17 @@ def local_group(fleet, name, members_of):
         h.run(['gpasswd', '-M', ','.join(members_of(h)), name])
 
 
+def during_outage(fleet, directory, lookup, run):
+    """``run()`` with the directory stopped, once ``getent *lookup`` stops resolving on the hosts; then resume it."""
+    directory.stop()
+    try:
+        wait_for(lambda: fleet.hosts[0].run(['getent'] + lookup, check=False).returncode != 0, 30,
+                 'getent %s to stop resolving' % ' '.join(lookup))
+        return run()
+    finally:
+        directory.resume()
+
+
 def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
         logins, directory, sg_scope, user_factory, mosh_session_factory, bystander_factory):  # noqa: F811
     fleet = logins
@@ -287,13 +298,7 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
         untouched()
 
         # A directory outage with a local allowed group: every directory user is a UID with no name, never revoked.
-        directory.stop()
-        try:
-            wait_for(lambda: fleet.hosts[0].run(['getent', 'passwd', stays_name], check=False).returncode != 0, 30,
-                     'the directory users to stop resolving')
-            outage = reconcile(fleet, here)
-        finally:
-            directory.resume()
+        outage = during_outage(fleet, directory, ['passwd', stays_name], lambda: reconcile(fleet, here))
         assert outage.rc == 0, outage.describe()
         for h in fleet.hosts:
             revoke, skipped = listed(plan_lines(outage)[h.name])
@@ -341,13 +346,7 @@ def test_reconcile_revokes_who_the_directory_no_longer_allows_and_nobody_else(
         untouched()
 
         # The directory stopped: the allowed group does not resolve, the run fails before revoking anyone.
-        directory.stop()
-        try:
-            wait_for(lambda: fleet.hosts[0].run(['getent', 'group', group], check=False).returncode != 0, 30,
-                     'the group to stop resolving')
-            dark = reconcile(fleet, group)
-        finally:
-            directory.resume()
+        dark = during_outage(fleet, directory, ['group', group], lambda: reconcile(fleet, group))
         assert dark.rc != 0, dark.describe()
         assert "group '%s' does not resolve" % group in dark.stdout
         assert 'Close the door' not in dark.stdout
