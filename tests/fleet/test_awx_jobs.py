@@ -57,6 +57,12 @@ def sessions_everywhere(fleet, user, mosh_session_factory):
     return out
 
 
+def dead_on(host, session, procs):
+    """What of a session that must be untouched has ended: its client, or which of its processes (named, so that a
+    failure says which one)."""
+    return ([] if session.client_running() else ['mosh-client']) + [str(p) for p in procs if not p.alive(host.proc_root)]
+
+
 def summary(job, key='sessionguard_summary'):
     assert key in job.artifacts, job.artifacts
     return job.artifacts[key]
@@ -117,7 +123,7 @@ def test_one_host_down_fails_the_job_and_the_artifact_names_it(fleet, jobs, user
     failed = [e for e in job.events_of('runner_on_failed') if e['event_data']['host'] == down.name]
     assert failed and 'NOT CONFIRMED on %s' % down.name in failed[-1]['event_data']['res']['msg']
     session, procs = sessions[down.name]
-    assert session.client_running() and all(p.alive(down.proc_root) for p in procs)
+    assert dead_on(down, session, procs) == []
     for host in fleet.hosts[:-1]:
         assert sessions[host.name][0].wait_client_exit() == 0, host.name
 
@@ -139,7 +145,7 @@ def test_a_dry_run_changes_nothing(fleet, jobs, user_factory, mosh_session_facto
     assert s['dry_run'] is True and s['would_revoke'] == sorted(h.name for h in fleet.hosts) and s['revoked'] == []
     for host in fleet.hosts:
         session, procs = sessions[host.name]
-        assert session.client_running() and all(p.alive(host.proc_root) for p in procs), host.name
+        assert dead_on(host, session, procs) == [], host.name
         assert sorted(p.pid for p in user.on(host).processes()) == before[host.name]
         assert deny_list(host) == [] and can_log_in(host, user), host.name
 
@@ -158,7 +164,7 @@ def test_a_jinja_user_name_stays_literal_and_is_refused(fleet, jobs, user_factor
     assert 'uid=' not in out
     for host in fleet.hosts:
         session, procs = sessions[host.name]
-        assert session.client_running() and all(p.alive(host.proc_root) for p in procs), host.name
+        assert dead_on(host, session, procs) == [], host.name
         assert deny_list(host) == [] and can_log_in(host, user), host.name
 
 
