@@ -267,10 +267,12 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     message = Notice(notice) if notice else None
     engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect,
                     **(engine_options or {}))
+    swept = _sweep_uids(plan)
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,
-                             sweep=(lambda: _sweep_uids(plan)) if scope == 'all' else None)
+                             sweep=(lambda: _sweep(swept)) if swept else None,
+                             sweep_reaches_all=_sweep_reaches_all(plan, swept))
     finally:
         if message is not None:
             message.release()
@@ -321,15 +323,30 @@ def _tied_in(snap, plan, uids, scope, kill_other_uids, exclude, judge):
 
 
 def _sweep_uids(plan):
-    """Scope all: the kernel's kill(-1) as each user catches what forked past every scan.
+    """Scope all: the UIDs whose kill(-1) catches what forked past every scan.
 
-    Skipped for a user that owns part of this task's own chain (revoking the connecting user), or whose UID
-    also runs in another PID namespace where it is not them (a root-started container): kill(-1) from here
-    reaches every namespace. The per-process kill and rescan loop has to do there.
+    Not a user that owns part of this task's own chain (revoking the connecting user), nor one whose UID also
+    runs in another PID namespace where it is not them (a root-started container): kill(-1) from here reaches
+    every namespace. The per-process kill and rescan loop has to do there. Never root.
     """
+    if plan.scope != 'all':
+        return set()
     spared_uids = set()
     for p in plan.spared + plan.foreign:
         spared_uids.update(p.uids[:3])
-    for uid in sorted(plan.uids - spared_uids):
-        if uid != 0:
-            kill_all_of_uid(uid)
+    return set(uid for uid in plan.uids - spared_uids if uid != 0)
+
+
+def _sweep(uids):
+    for uid in sorted(uids):
+        kill_all_of_uid(uid)
+
+
+def _sweep_reaches_all(plan, uids):
+    """Whether kill(-1) as ``uids`` signals every process the plan ends, and so everything they can fork.
+
+    The kernel lets a process signal another whose real or saved UID is its own; a child keeps its parent's real
+    UID across fork and exec (a setuid program changes only the effective and saved ones). A process the plan ends
+    as another user (kill_other_uids), or that runs as the user only by its effective UID, is not reached.
+    """
+    return bool(uids) and all(p.uids[0] in uids or p.uids[2] in uids for p in plan.procs)

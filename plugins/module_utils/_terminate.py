@@ -315,14 +315,21 @@ class Engine(object):
             self.errors.append('killing the %s group: %s' % (group, e.strerror))
 
     # --- the run -------------------------------------------------------------------------------
-    def run(self, procs, graceful=(), notify=None, sweep=None, term_all=False):
+    def run(self, procs, graceful=(), notify=None, sweep=None, term_all=False, sweep_reaches_all=False):
         """Freeze ``procs``, notify, kill, chase what appears later, verify. Returns every handle.
 
         ``notify()`` runs while everything is frozen except the graceful processes (thawed so they can carry
         the message); ``sweep()`` once after the kill (the scope-all kill(-1)). With ``term_all`` every process
         gets SIGTERM and ``grace`` seconds, not only the graceful ones.
+
+        ``sweep_reaches_all``: ``sweep()`` signals every process of the set and whatever they fork, atomically
+        against fork. Then no fork-hopper of the set can outlive it, and the newest PIDs are not watched for one;
+        ``sweep()`` runs again after each chase round and before the verdict instead. When, besides, nothing
+        happens between the freeze and the kill (no graceful process, no notice, no inspection), nothing can
+        react to the freeze, and the catch-up scan before the kill is left to the sweep.
         """
         graceful = set(graceful)
+        quick = sweep is not None and sweep_reaches_all
         old = dict((s, signal.getsignal(s)) for s in _FATAL)
         for s in _FATAL:
             signal.signal(s, _interrupt)
@@ -338,6 +345,8 @@ class Engine(object):
             # Catch what forked between the snapshot and the freeze; each new process is frozen on sight.
             self.stage = 'catch-up'
             deadline = time.monotonic() + self.chase
+            if quick and not graceful and notify is None and self.inspect is None:
+                deadline = 0
             while time.monotonic() < deadline and (self._adopt(self.rescan(), graceful)
                                                    or self._catch_newest()[1]):
                 pass
@@ -371,21 +380,33 @@ class Engine(object):
             deadline = time.monotonic() + self.chase
             while time.monotonic() < deadline:
                 late = self._adopt(self.rescan())
-                caught, seen = self._catch_newest()
+                caught, seen = self._catch_newest() if not quick else ([], [])
                 late += caught
                 stubborn = [h for h in self._live() if h.alive()]
                 if not late and not stubborn and not seen:
                     break
                 self._kill_group('kill')
                 self._kill_group('grace')
+                if quick:
+                    sweep()
                 wait_gone(stubborn + late, 0.2)
 
             self.stage = 'verify'
-            caught, seen = self._catch_newest(quiet=0.3)
+            if quick:
+                sweep()
+            caught, seen = self._catch_newest(quiet=0.3) if not quick else ([], [])
             if caught:
                 self._kill_group('kill')
                 wait_gone(caught, 1.0)
             alive = dict((p.identity(), p) for p in self.verify())
+            if quick and alive:
+                # Something tied showed up after the last sweep (or is still on its way out of it): end it as the
+                # chase would, then let a fresh scan judge.
+                late = self._adopt(alive.values())
+                self._kill_group('kill')
+                sweep()
+                wait_gone(late + self._live(), 1.0)
+                alive = dict((p.identity(), p) for p in self.verify())
             if seen and not caught:
                 # A tied process still forks: the last incarnation seen stands for its line.
                 alive[seen[-1].identity()] = seen[-1]
