@@ -219,8 +219,10 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'run_id': run_id,
         'evidence': not_taken(run_id, 'evidence is off' if evidence is None else None),
         'syslog_lines': 0,
+        'swept_unseen': [],
     }
     result['nameless_uids'] = nameless_uids(snap)
+    swept = _sweep_uids(plan)
     mine = [p for p in snap if p.may_run_as(plan.uids)]
     seen = set(p.uid for p in mine if p.uid in plan.uids) | set(p.euid for p in mine if p.euid in plan.uids)
     seen |= set(s.uid for s in plan.sessions)
@@ -228,6 +230,11 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         if t.name is None and t.uid not in seen:
             result['absent_users'].append(t.spec)
 
+    if not check_mode and not plan.procs and swept:
+        # Scope all and no scan saw a process of the users: a fork-hopper never shows in a scan (each PID lives
+        # well under a millisecond), so a user prepared for this could look absent. kill(-1) as the user is atomic
+        # against fork; it reports whether it signalled anything.
+        result['swept_unseen'] = [uid for uid in sorted(swept) if kill_all_of_uid(uid)]
     if check_mode or not plan.procs:
         if evidence is not None:
             result['evidence']['reason'] = 'check mode: nothing was frozen' if check_mode else 'nothing to end'
@@ -267,7 +274,6 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     message = Notice(notice) if notice else None
     engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect,
                     **(engine_options or {}))
-    swept = _sweep_uids(plan)
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,

@@ -189,7 +189,8 @@ def wait_gone(handles, timeout):
 def kill_all_of_uid(uid):
     """SIGKILL every process of ``uid`` atomically against fork: kill(-1) run with that UID.
 
-    Only safe when nothing that must survive runs as ``uid``; the caller checks that.
+    Only safe when nothing that must survive runs as ``uid``; the caller checks that. Returns True when it
+    signalled at least one process, False when there was none, None when it failed.
     """
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -200,10 +201,11 @@ def kill_all_of_uid(uid):
             os.setresuid(uid, uid, uid)
             os.kill(-1, signal.SIGKILL)
         except OSError as e:
-            code = 1 if e.errno != errno.ESRCH else 0
+            code = 2 if e.errno == errno.ESRCH else 1
         os._exit(code)
     _pid, status = os.waitpid(pid, 0)
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+    return {0: True, 2: False}.get(code)
 
 
 class Interrupted(Exception):
@@ -323,10 +325,13 @@ class Engine(object):
         gets SIGTERM and ``grace`` seconds, not only the graceful ones.
 
         ``sweep_reaches_all``: ``sweep()`` signals every process of the set and whatever they fork, atomically
-        against fork. Then no fork-hopper of the set can outlive it, and the newest PIDs are not watched for one;
-        ``sweep()`` runs again after each chase round and before the verdict instead. When, besides, nothing
-        happens between the freeze and the kill (no graceful process, no notice, no inspection), nothing can
-        react to the freeze, and the catch-up scan before the kill is left to the sweep.
+        against fork. Then the chase rounds leave fork-hoppers to it (``sweep()`` runs again after each round and
+        before the verdict) instead of watching the newest PIDs. The verdict still watches them: a fork-hopper is
+        in no scan, so the set cannot tell whether one that the sweep cannot reach is about.
+
+        When nothing happens between the freeze and the kill (no graceful process, no notice, no inspection),
+        nothing can take advantage of a process left unfrozen, and the catch-up scan before the kill is skipped:
+        whatever forked since the snapshot is left to the chase and the verdict.
         """
         graceful = set(graceful)
         quick = sweep is not None and sweep_reaches_all
@@ -345,7 +350,7 @@ class Engine(object):
             # Catch what forked between the snapshot and the freeze; each new process is frozen on sight.
             self.stage = 'catch-up'
             deadline = time.monotonic() + self.chase
-            if quick and not graceful and notify is None and self.inspect is None:
+            if not graceful and notify is None and self.inspect is None:
                 deadline = 0
             while time.monotonic() < deadline and (self._adopt(self.rescan(), graceful)
                                                    or self._catch_newest()[1]):
@@ -394,7 +399,7 @@ class Engine(object):
             self.stage = 'verify'
             if quick:
                 sweep()
-            caught, seen = self._catch_newest(quiet=0.3) if not quick else ([], [])
+            caught, seen = self._catch_newest(quiet=0.3)
             if caught:
                 self._kill_group('kill')
                 wait_gone(caught, 1.0)

@@ -212,10 +212,10 @@ EUID_HOPPER = "import os,sys\nos.setresuid(0, int(sys.argv[2]), 0)\nwhile True:\
 def start_hopper(user, marker, euid_only):
     """A fork-hopper started by root outside every login, carrying ``marker``; returns its process group."""
     if euid_only:
-        argv = ['python3', '-c', EUID_HOPPER, marker, str(user.uid)]
+        argv = ['/usr/bin/python3', '-c', EUID_HOPPER, marker, str(user.uid)]
     else:
         argv = ['setpriv', '--reuid=%d' % user.uid, '--regid=%d' % user.gid, '--clear-groups',
-                'python3', '-c', HOPPER.replace('\\n', '\n'), marker]
+                '/usr/bin/python3', '-c', HOPPER.replace('\\n', '\n'), marker]
     child = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL, cwd='/')
     hops = {}
@@ -236,11 +236,14 @@ def stop_group(pgid):
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize('euid_only', [False, True], ids=['reached-by-kill-1', 'effective-uid-only'])
+@pytest.mark.parametrize('euid_only,alone', [(False, False), (True, False), (False, True)],
+                         ids=['reached-by-kill-1', 'effective-uid-only', 'nothing-else-to-see'])
 def test_scope_all_ends_a_fork_hopper_whether_or_not_kill_minus_1_reaches_it(target, user_factory, bystander,
-                                                                             euid_only):
+                                                                             euid_only, alone):
     user = user_factory()
     marker = new_marker('sghop')
+    # Beside the hopper, a process every scan sees; alone, the hopper is all the user runs and no scan sees it.
+    sleeper = None if alone else as_user(user, ['sleep', '100000'])
     pgid = start_hopper(user, marker, euid_only)
     try:
         result = target.run('revoke_sessions', {'users': [user.name], 'scope': 'all'})
@@ -251,10 +254,12 @@ def test_scope_all_ends_a_fork_hopper_whether_or_not_kill_minus_1_reaches_it(tar
         wait_for(lambda: not group_exists(pgid), 30, 'the hopper process group %d to empty' % pgid)
         assert_ok(result, target)
         assert result['changed'] is True
+        assert result['swept_unseen'] == ([user.uid] if alone else [])
         assert user.processes() == []
         bystander.assert_untouched()
     finally:
         stop_group(pgid)
+        reap(sleeper)
 
 
 # --------------------------------------------------------------------------------------------------------------
