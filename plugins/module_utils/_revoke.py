@@ -200,7 +200,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     clock = Clock(root)
     snap = Snapshot(reader, uids=uids)
     plan = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
-    utmp = MoshUtmp()
+    # utmp and wtmp hold only mosh-servers' client addresses: not read (wtmp's tail is megabytes) without one.
+    utmp = MoshUtmp() if any(s.kind == 'mosh' for s in plan.sessions) else None
     # Read while the sessions still exist: a dead leader's sockets are gone.
     addresses = dict((id(s), client_address(s, snap, utmp)) for s in plan.sessions if s.leader is not None)
     result = {

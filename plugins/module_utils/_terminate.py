@@ -325,9 +325,10 @@ class Engine(object):
         gets SIGTERM and ``grace`` seconds, not only the graceful ones.
 
         ``sweep_reaches_all``: ``sweep()`` signals every process of the set and whatever they fork, atomically
-        against fork. Then the chase rounds leave fork-hoppers to it (``sweep()`` runs again after each round and
-        before the verdict) instead of watching the newest PIDs. The verdict still watches them: a fork-hopper is
-        in no scan, so the set cannot tell whether one that the sweep cannot reach is about.
+        against fork. Then there is no chase: whatever tied the verdict's scan still finds is ended (with another
+        sweep) and scanned for again, a few rounds at most. The
+        verdict still watches the newest PIDs: a fork-hopper is in no scan, so the set cannot tell whether one that
+        the sweep cannot reach is about.
 
         When nothing happens between the freeze and the kill (no graceful process, no notice, no inspection),
         nothing can take advantage of a process left unfrozen, and the catch-up scan before the kill is skipped:
@@ -382,35 +383,36 @@ class Engine(object):
 
             # Anything tied that appeared after the freeze (a fork-hopper) is frozen on sight and killed.
             self.stage = 'chase'
-            deadline = time.monotonic() + self.chase
+            # After a sweep that reaches the whole set, the verdict's own scan does the chase's work (below).
+            deadline = time.monotonic() + (self.chase if not quick else 0)
             while time.monotonic() < deadline:
                 late = self._adopt(self.rescan())
-                caught, seen = self._catch_newest() if not quick else ([], [])
+                caught, seen = self._catch_newest()
                 late += caught
                 stubborn = [h for h in self._live() if h.alive()]
                 if not late and not stubborn and not seen:
                     break
                 self._kill_group('kill')
                 self._kill_group('grace')
-                if quick:
-                    sweep()
                 wait_gone(stubborn + late, 0.2)
 
             self.stage = 'verify'
-            if quick:
-                sweep()
             caught, seen = self._catch_newest(quiet=0.3)
             if caught:
                 self._kill_group('kill')
                 wait_gone(caught, 1.0)
             alive = dict((p.identity(), p) for p in self.verify())
-            if quick and alive:
-                # Something tied showed up after the last sweep (or is still on its way out of it): end it as the
-                # chase would, then let a fresh scan judge.
+            for rnd in range(3 if quick else 0):
+                stubborn = [h for h in self._live() if h.alive()]
+                if not alive and not stubborn:
+                    break
+                # Something tied showed up after the sweep, or is still on its way out: end it as the chase
+                # would, sweep again, then let a fresh scan judge (a few rounds at most: the verdict must come).
                 late = self._adopt(alive.values())
                 self._kill_group('kill')
+                self._kill_group('grace')
                 sweep()
-                wait_gone(late + self._live(), 1.0)
+                wait_gone(late + stubborn, 0.2 * (rnd + 1))
                 alive = dict((p.identity(), p) for p in self.verify())
             if seen and not caught:
                 # A tied process still forks: the last incarnation seen stands for its line.
