@@ -20,7 +20,7 @@ from ansible_collections.sessionguard.mosh.plugins.module_utils._procfs import (
 from ansible_collections.sessionguard.mosh.plugins.module_utils._report import (
     Clock, bounded, client_address, nameless_uids, proc_entry, session_entries, session_entry)
 from ansible_collections.sessionguard.mosh.plugins.module_utils._sessions import Discovery, ExeJudge, Session, is_sshd_connection
-from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid
+from ansible_collections.sessionguard.mosh.plugins.module_utils._terminate import Engine, HAS_PIDFD, kill_all_of_uid, watch_newest
 from ansible_collections.sessionguard.mosh.plugins.module_utils._utmp import MoshUtmp
 
 SCOPES = ('mosh', 'interactive', 'all')
@@ -220,7 +220,6 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'run_id': run_id,
         'evidence': not_taken(run_id, 'evidence is off' if evidence is None else None),
         'syslog_lines': 0,
-        'swept_unseen': [],
     }
     result['nameless_uids'] = nameless_uids(snap)
     swept = _sweep_uids(plan)
@@ -231,16 +230,28 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         if t.name is None and t.uid not in seen:
             result['absent_users'].append(t.spec)
 
-    if not check_mode and not plan.procs and swept:
-        # Scope all and no scan saw a process of the users: a fork-hopper never shows in a scan (each PID lives
-        # well under a millisecond), so a user prepared for this could look absent. kill(-1) as the user is atomic
-        # against fork; it reports whether it signalled anything.
-        result['swept_unseen'] = [uid for uid in sorted(swept) if kill_all_of_uid(uid)]
-    if check_mode or not plan.procs:
+    probe_reader = ProcfsReader(root)
+
+    def probe(pid):
+        # One PID read straight from /proc, cheaply first (what ``tied`` asks is read on demand): for the
+        # fork-hopper catcher.
+        if pid in exclude:
+            return None
+        p = probe_reader.read_light(pid)
+        return p if p is not None and plan.tied(p) else None
+
+    procs = plan.procs
+    if not procs and swept:
+        # Scope all, and no scan saw a process of the users. A fork-hopper shows in no scan, so a user who left only
+        # that behind would look absent: watch the newest PIDs for a moment before calling it nothing to do.
+        procs = list(watch_newest(probe, root, quiet=0.1, limit=0.5))
+    if check_mode or not procs:
         if evidence is not None:
             result['evidence']['reason'] = 'check mode: nothing was frozen' if check_mode else 'nothing to end'
         entries = [session_entry(s, plan.kill_of(s), clock, addresses.get(id(s), (None, None)))
                    for s in plan.sessions if plan.kill_of(s)]
+        if procs and not plan.procs:
+            entries.append(session_entry(None, procs, clock))
         result.update(session_entries(entries))
         return result
 
@@ -255,16 +266,6 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     def verify():
         return _tied_in(Snapshot(reader, uids=uids), plan, uids, scope, kill_other_uids, exclude, judge)
 
-    probe_reader = ProcfsReader(root)
-
-    def probe(pid):
-        # One PID read straight from /proc, cheaply first (what ``tied`` asks is read on demand): for the
-        # fork-hopper catcher.
-        if pid in exclude:
-            return None
-        p = probe_reader.read_light(pid)
-        return p if p is not None and plan.tied(p) else None
-
     inspect = None
     if evidence is not None:
         evidence.sessions = [session_view(s, plan.kill_of(s), addresses.get(id(s), (None, None)))
@@ -276,10 +277,10 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect,
                     **(engine_options or {}))
     try:
-        handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
+        handles = engine.run(procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,
                              sweep=(lambda: _sweep(swept)) if swept else None,
-                             sweep_reaches_all=_sweep_reaches_all(plan, swept))
+                             sweep_reaches_all=_sweep_reaches_all(procs, swept))
     finally:
         if message is not None:
             message.release()
@@ -349,11 +350,11 @@ def _sweep(uids):
         kill_all_of_uid(uid)
 
 
-def _sweep_reaches_all(plan, uids):
-    """Whether kill(-1) as ``uids`` signals every process the plan ends, and so everything they can fork.
+def _sweep_reaches_all(procs, uids):
+    """Whether kill(-1) as ``uids`` signals every one of ``procs``, and so everything they can fork.
 
     The kernel lets a process signal another whose real or saved UID is its own; a child keeps its parent's real
     UID across fork and exec (a setuid program changes only the effective and saved ones). A process the plan ends
     as another user (kill_other_uids), or that runs as the user only by its effective UID, is not reached.
     """
-    return bool(uids) and all(p.uids[0] in uids or p.uids[2] in uids for p in plan.procs)
+    return bool(uids) and all(p.uids[0] in uids or p.uids[2] in uids for p in procs)

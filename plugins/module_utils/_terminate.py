@@ -186,11 +186,32 @@ def wait_gone(handles, timeout):
     return live
 
 
+def watch_newest(probe, root, quiet, limit, known=()):
+    """Yield each process ``probe(pid)`` returns among the newest PIDs (and not in ``known``, looked up by
+    identity at each step) until none has shown for ``quiet`` seconds, ``limit`` seconds at most.
+
+    A process that forks and exits in a loop lives well under a millisecond per PID, so a full scan never sees
+    it alive; its current incarnation is almost always among the last PIDs the kernel handed out.
+    """
+    end = time.monotonic() + limit
+    calm = time.monotonic() + quiet
+    while time.monotonic() < min(end, calm):
+        last = last_pid(root)
+        if last is None:
+            return
+        for pid in range(last, max(last - _NEWEST, 1), -1):
+            p = probe(pid)
+            if p is not None and p.identity() not in known:
+                calm = time.monotonic() + quiet
+                yield p
+                break
+
+
 def kill_all_of_uid(uid):
     """SIGKILL every process of ``uid`` atomically against fork: kill(-1) run with that UID.
 
-    Only safe when nothing that must survive runs as ``uid``; the caller checks that. Returns True when it
-    signalled at least one process, False when there was none, None when it failed.
+    Only safe when nothing that must survive runs as ``uid``; the caller checks that. (Its result cannot tell
+    whether anything was signalled: kill(-1) succeeds whenever any other process exists.)
     """
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -201,11 +222,10 @@ def kill_all_of_uid(uid):
             os.setresuid(uid, uid, uid)
             os.kill(-1, signal.SIGKILL)
         except OSError as e:
-            code = 2 if e.errno == errno.ESRCH else 1
+            code = 1 if e.errno != errno.ESRCH else 0
         os._exit(code)
     _pid, status = os.waitpid(pid, 0)
-    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
-    return {0: True, 2: False}.get(code)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 class Interrupted(Exception):
@@ -279,28 +299,16 @@ class Engine(object):
         return new
 
     def _catch_newest(self, quiet=0.1, limit=2.0):
-        """Catch fork-hoppers: a process that forks and exits in a loop lives well under a millisecond per PID,
-        so a full scan never sees it alive; its current incarnation is almost always among the last PIDs the
-        kernel handed out. Probe those until no new tied process has shown for ``quiet`` seconds (at most
-        ``limit``). Returns (handles adopted, Procs of the new tied processes seen): adopted means frozen on
+        """Catch fork-hoppers (see ``watch_newest``): probe the newest PIDs until no new tied process has shown
+        for ``quiet`` seconds (at most ``limit``). Returns (handles adopted, Procs of the new tied processes seen): adopted means frozen on
         arrival, and once one incarnation is in a frozen group every child it forks is born there.
         """
         caught, seen = [], []
         if self.probe is None:
             return caught, seen
-        end = time.monotonic() + limit
-        calm = time.monotonic() + quiet
-        while time.monotonic() < min(end, calm):
-            last = last_pid(self.root)
-            if last is None:
-                break
-            for pid in range(last, max(last - _NEWEST, 1), -1):
-                p = self.probe(pid)
-                if p is not None and p.identity() not in self.handles:
-                    calm = time.monotonic() + quiet
-                    seen.append(p)
-                    caught += self._adopt([p])
-                    break
+        for p in watch_newest(self.probe, self.root, quiet, limit, known=self.handles):
+            seen.append(p)
+            caught += self._adopt([p])
         return caught, seen
 
     def _live(self, group=None):
