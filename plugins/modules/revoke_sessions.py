@@ -572,15 +572,12 @@ def main():
         module.fail_json(msg='revoke_sessions must run as root (become: true) to end sessions of other users: %s'
                          % ', '.join(others))
 
-    door = p['lockout']
+    door, locked, door_problems = p['lockout'], None, []
     if door is not None:
         sshd_bin = module.get_bin_path('sshd', opt_dirs=SSHD_DIRS)
         why = refusal(targets, absent, door['protected_users'], sshd_bin)
         if why:
             module.fail_json(msg=why)
-
-    locked, door_problems = None, []
-    if door is not None:
         # The door closes first, so that nobody logs in again while the sessions end. A lockout that fails part-way
         # does not stop the kill: ending the sessions matters most; the task fails at the end, naming both.
         locked, door_problems = run_lockout(module.run_command, sshd_bin, door['sshd_config'], targets, absent,
@@ -589,6 +586,7 @@ def main():
         if door_problems:
             # As the lockout module would have failed, so that a reader of RV(lockout) sees it failed and why.
             locked.update(failed=True, msg='; '.join(door_problems))
+
     evidence = None
     if p['evidence']:
         evidence = Evidence(run_id, reason=p['reason'], directory=p['evidence_dir'], timeout=p['evidence_timeout'],
