@@ -200,7 +200,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     clock = Clock(root)
     snap = Snapshot(reader, uids=uids)
     plan = Plan(snap, uids, scope, kill_other_uids, exclude, judge)
-    utmp = MoshUtmp()
+    # utmp and wtmp hold only mosh-servers' client addresses: not read (wtmp's tail is megabytes) without one.
+    utmp = MoshUtmp() if any(s.kind == 'mosh' for s in plan.sessions) else None
     # Read while the sessions still exist: a dead leader's sockets are gone.
     addresses = dict((id(s), client_address(s, snap, utmp)) for s in plan.sessions if s.leader is not None)
     result = {
@@ -219,8 +220,10 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         'run_id': run_id,
         'evidence': not_taken(run_id, 'evidence is off' if evidence is None else None),
         'syslog_lines': 0,
+        'swept_unseen': [],
     }
     result['nameless_uids'] = nameless_uids(snap)
+    swept = _sweep_uids(plan)
     mine = [p for p in snap if p.may_run_as(plan.uids)]
     seen = set(p.uid for p in mine if p.uid in plan.uids) | set(p.euid for p in mine if p.euid in plan.uids)
     seen |= set(s.uid for s in plan.sessions)
@@ -228,6 +231,11 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         if t.name is None and t.uid not in seen:
             result['absent_users'].append(t.spec)
 
+    if not check_mode and not plan.procs and swept:
+        # Scope all and no scan saw a process of the users: a fork-hopper never shows in a scan (each PID lives
+        # well under a millisecond), so a user prepared for this could look absent. kill(-1) as the user is atomic
+        # against fork; it reports whether it signalled anything.
+        result['swept_unseen'] = [uid for uid in sorted(swept) if kill_all_of_uid(uid)]
     if check_mode or not plan.procs:
         if evidence is not None:
             result['evidence']['reason'] = 'check mode: nothing was frozen' if check_mode else 'nothing to end'
@@ -270,7 +278,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     try:
         handles = engine.run(plan.procs, graceful=plan.graceful(), term_all=term_all,
                              notify=(lambda: message.send(plan.sessions, root)) if message else None,
-                             sweep=(lambda: _sweep_uids(plan)) if scope == 'all' else None)
+                             sweep=(lambda: _sweep(swept)) if swept else None,
+                             sweep_reaches_all=_sweep_reaches_all(plan, swept))
     finally:
         if message is not None:
             message.release()
@@ -321,15 +330,30 @@ def _tied_in(snap, plan, uids, scope, kill_other_uids, exclude, judge):
 
 
 def _sweep_uids(plan):
-    """Scope all: the kernel's kill(-1) as each user catches what forked past every scan.
+    """Scope all: the UIDs whose kill(-1) catches what forked past every scan.
 
-    Skipped for a user that owns part of this task's own chain (revoking the connecting user), or whose UID
-    also runs in another PID namespace where it is not them (a root-started container): kill(-1) from here
-    reaches every namespace. The per-process kill and rescan loop has to do there.
+    Not a user that owns part of this task's own chain (revoking the connecting user), nor one whose UID also
+    runs in another PID namespace where it is not them (a root-started container): kill(-1) from here reaches
+    every namespace. The per-process kill and rescan loop has to do there. Never root.
     """
+    if plan.scope != 'all':
+        return set()
     spared_uids = set()
     for p in plan.spared + plan.foreign:
         spared_uids.update(p.uids[:3])
-    for uid in sorted(plan.uids - spared_uids):
-        if uid != 0:
-            kill_all_of_uid(uid)
+    return set(uid for uid in plan.uids - spared_uids if uid != 0)
+
+
+def _sweep(uids):
+    for uid in sorted(uids):
+        kill_all_of_uid(uid)
+
+
+def _sweep_reaches_all(plan, uids):
+    """Whether kill(-1) as ``uids`` signals every process the plan ends, and so everything they can fork.
+
+    The kernel lets a process signal another whose real or saved UID is its own; a child keeps its parent's real
+    UID across fork and exec (a setuid program changes only the effective and saved ones). A process the plan ends
+    as another user (kill_other_uids), or that runs as the user only by its effective UID, is not reached.
+    """
+    return bool(uids) and all(p.uids[0] in uids or p.uids[2] in uids for p in plan.procs)

@@ -395,6 +395,15 @@ nameless_uids:
   type: list
   elements: dict
   sample: [{uid: 1042, count: 3}]
+swept_unseen:
+  description:
+    - With O(scope=all), UIDs whose processes no scan saw but that C(kill(-1)) as the user still ended. A process
+      that forks and exits in a loop lives well under a millisecond per PID and shows in no scan, so a user who
+      leaves only such a process behind looks absent; the sweep runs whenever no process of the users was seen.
+  returned: always
+  type: list
+  elements: int
+  sample: []
 notice_sent_to:
   description: Terminals the O(notice) was written to.
   returned: always
@@ -597,7 +606,10 @@ def main():
                     term_all=p['terminate_gracefully'], evidence=evidence, run_id=run_id, reason=p['reason'],
                     syslog=p['syslog'] and not module.check_mode)
     result['absent_users'] = absent + result['absent_users']
-    result['changed'] = result['totals']['processes'] > 0
+    result['changed'] = result['totals']['processes'] > 0 or bool(result['swept_unseen'])
+    if result['swept_unseen']:
+        module.warn('no scan saw a process of UID(s) %s, yet kill(-1) as them ended some (a fork-hopper shows in no '
+                    'scan)' % ', '.join(str(u) for u in result['swept_unseen']))
     if locked is not None:
         diff = locked.pop('diff', None)
         if diff is not None:

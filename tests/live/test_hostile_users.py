@@ -15,6 +15,8 @@ import subprocess
 import threading
 import time
 
+import pytest
+
 from sgtest import AUDIT_UNSET, MOSH_EXITING, procfs
 from sgtest.escapees import new_marker
 from sgtest.waiting import wait_for
@@ -198,6 +200,66 @@ def test_fork_hopper_is_caught_and_untied_cont_spammer_is_spared(target, user_fa
         bystander.assert_untouched()
     finally:
         reap(spammer, sleeper)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1b. Scope all: the kill(-1) sweep ends a fork-hopper it can reach; one it cannot reach is still caught.
+
+# Runs as the user by its effective UID only (real and saved UID root): kill(-1) as the user cannot signal it.
+EUID_HOPPER = "import os,sys\nos.setresuid(0, int(sys.argv[2]), 0)\nwhile True:\n  if os.fork(): os._exit(0)"
+
+
+def start_hopper(user, marker, euid_only):
+    """A fork-hopper started by root outside every login, carrying ``marker``; returns its process group."""
+    if euid_only:
+        argv = ['/usr/bin/python3', '-c', EUID_HOPPER, marker, str(user.uid)]
+    else:
+        argv = ['setpriv', '--reuid=%d' % user.uid, '--regid=%d' % user.gid, '--clear-groups',
+                '/usr/bin/python3', '-c', HOPPER.replace('\\n', '\n'), marker]
+    child = subprocess.Popen(argv, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, cwd='/')
+    hops = {}
+    wait_for(lambda: hops.update(newest_with(marker, 0.2)) or len(hops) >= 5, 20,
+             lambda: 'the fork-hopper to show 5 PIDs; seen %s' % hops)
+    child.wait(10)
+    return child.pid
+
+
+def stop_group(pgid):
+    """killpg is atomic against fork: the whole hopper goes at once."""
+    deadline = time.monotonic() + 10
+    while group_exists(pgid) and time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize('euid_only,alone', [(False, False), (True, False), (False, True)],
+                         ids=['reached-by-kill-1', 'effective-uid-only', 'nothing-else-to-see'])
+def test_scope_all_ends_a_fork_hopper_whether_or_not_kill_minus_1_reaches_it(target, user_factory, bystander,
+                                                                             euid_only, alone):
+    user = user_factory()
+    marker = new_marker('sghop')
+    # Beside the hopper, a process every scan sees; alone, the hopper is all the user runs and no scan sees it.
+    sleeper = None if alone else as_user(user, ['sleep', '100000'])
+    pgid = start_hopper(user, marker, euid_only)
+    try:
+        result = target.run('revoke_sessions', {'users': [user.name], 'scope': 'all'})
+
+        assert not result.get('failed'), result.get('msg', result)
+        assert newest_with(marker, 1.0) == {}, ('the fork-hopper still runs; the module reported survivors=%s'
+                                                % result['survivors'])
+        wait_for(lambda: not group_exists(pgid), 30, 'the hopper process group %d to empty' % pgid)
+        assert_ok(result, target)
+        assert result['changed'] is True
+        assert result['swept_unseen'] == ([user.uid] if alone else [])
+        assert user.processes() == []
+        bystander.assert_untouched()
+    finally:
+        stop_group(pgid)
+        reap(sleeper)
 
 
 # --------------------------------------------------------------------------------------------------------------
