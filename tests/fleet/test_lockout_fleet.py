@@ -500,7 +500,6 @@ def test_directory_users_are_locked_out_on_every_host_and_let_back(logins, direc
                     os.unlink(host.path(os.path.join(AKC_DIR, u.name)))
 
 
-
 def junit_cases(directory):
     """Each host's tasks in the order they started, from ansible-core's junit callback: (host, play, task, file:line,
     the host's result; None when it failed or was skipped)."""
