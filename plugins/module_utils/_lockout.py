@@ -36,8 +36,9 @@ import signal
 import stat
 import time
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._sshd import SshdError, expressible, parse_dropin, render_dropin
+from ansible_collections.sessionguard.mosh.plugins.module_utils._sshd import Sshd, SshdError, expressible, parse_dropin, render_dropin
 from ansible_collections.sessionguard.mosh.plugins.module_utils._text import decode
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, protected, task_owners
 
 STATE_DIR = '/var/lib/sessionguard'
 DENY_FILE = STATE_DIR + '/deny'
@@ -51,6 +52,8 @@ PAM_LINE = 'account requisite pam_listfile.so item=user sense=deny file=%s onerr
 EXPIRED = '1'
 NEVER = ''
 PERSISTENCE = ('report', 'disable')
+# Where sshd is looked for besides PATH (a become shell's PATH often lacks the sbin directories).
+SSHD_DIRS = ['/usr/sbin', '/usr/local/sbin']
 # Larger files are not copied into the quarantine (a hostile user chooses the size); the deny list still holds.
 FILE_MAX = 16 << 20
 LIST_MAX = 20
@@ -870,6 +873,53 @@ class Lockout(object):
         changed = bool(self.diff)
         return {'changed': changed, 'users': results, 'pam': self.pam_report, 'sshd': self.sshd_report,
                 'errors': self.errors, 'diff': self.diff}
+
+
+# --------------------------------------------------------------------------------------------- as a module runs it
+def refusal(targets, absent, protected_users, sshd_bin, state='present'):
+    """Why the lockout must not start on this host, or None. Checked before anything changes: a protected user
+    (O(state=present) only: lifting a lockout shuts nobody out), not root, no sshd."""
+    if state == 'present':
+        try:
+            protected(list(targets) + list(absent), protected_users, task_owners())
+        except UserError as e:
+            return str(e)
+    if os.geteuid() != 0:
+        return 'lockout must run as root (become: true)'
+    if sshd_bin is None:
+        return 'sshd not found on this host (looked on PATH, %s)' % ', '.join(SSHD_DIRS)
+    return None
+
+
+def run_lockout(run, sshd_bin, sshd_config, targets, absent, state='present', reason=None, persistence='report',
+                force=False, check_mode=False, diff=False):
+    """Lock the resolved ``targets`` (and the names in ``absent``) out, or lift it; after :func:`refusal`.
+
+    Returns ``(result, problems)``: the lockout module's result (its ``diff`` only when ``diff``) and what failed
+    on the host, each a sentence; the lockout module fails with them. A lockout that stopped part-way
+    (LockoutError, OSError) gives only ``changed`` and ``errors`` and one problem, ``lockout failed: ...``.
+    """
+    entries = [Entry(t.name, t.uid, t.name is not None) for t in targets]
+    entries += [Entry(name, None, False) for name in absent]
+    lockout = Lockout(Layout(), Sshd(run, sshd_bin, sshd_config), run, check_mode=check_mode)
+    try:
+        if state == 'present':
+            result = lockout.present(entries, reason=reason, persistence=persistence)
+        else:
+            result = lockout.absent(entries, force=force)
+    except (LockoutError, OSError) as e:
+        return {'changed': bool(lockout.diff), 'errors': lockout.errors}, ['lockout failed: %s' % e]
+    result['absent_users'] = list(absent)
+    changes = result.pop('diff')
+    if diff:
+        result['diff'] = changes
+    problems = list(result['errors'])
+    for r in result['users']:
+        problems += ['%s: %s' % (r['user'], o) for o in r['open']]
+        if r.get('refused'):
+            problems.append('%s: not lifted, changed since the lockout (force=true lifts it anyway): %s'
+                            % (r['user'], '; '.join(r['refused'])))
+    return result, problems
 
 
 def _keep_aside(directory, name, data, link):

@@ -201,13 +201,10 @@ errors:
   elements: str
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import Entry, Layout, Lockout, LockoutError, PERSISTENCE
-from ansible_collections.sessionguard.mosh.plugins.module_utils._sshd import Sshd
-from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, protected, resolve, task_owners
+from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import PERSISTENCE, SSHD_DIRS, refusal, run_lockout
+from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
 
 
 def main():
@@ -227,37 +224,15 @@ def main():
     p = module.params
     try:
         targets, absent = resolve(p['users'], allow_system_users=p['allow_system_users'] or p['state'] == 'absent')
-        if p['state'] == 'present':
-            protected(targets + list(absent), p['protected_users'], task_owners())
     except UserError as e:
         module.fail_json(msg=str(e))
-    if os.geteuid() != 0:
-        module.fail_json(msg='lockout must run as root (become: true)')
-    sshd_bin = module.get_bin_path('sshd', opt_dirs=['/usr/sbin', '/usr/local/sbin'])
-    if sshd_bin is None:
-        module.fail_json(msg='sshd not found on this host (looked on PATH, /usr/sbin, /usr/local/sbin)')
-
-    entries = [Entry(t.name, t.uid, t.name is not None) for t in targets]
-    entries += [Entry(name, None, False) for name in absent]
-    lockout = Lockout(Layout(), Sshd(module.run_command, sshd_bin, p['sshd_config']), module.run_command,
-                      check_mode=module.check_mode)
-    try:
-        if p['state'] == 'present':
-            result = lockout.present(entries, reason=p['reason'], persistence=p['persistence'])
-        else:
-            result = lockout.absent(entries, force=p['force'])
-    except (LockoutError, OSError) as e:
-        module.fail_json(msg='lockout failed: %s' % e, changed=bool(lockout.diff), errors=lockout.errors)
-    result['absent_users'] = list(absent)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    problems = list(result['errors'])
-    for r in result['users']:
-        problems += ['%s: %s' % (r['user'], o) for o in r['open']]
-        if r.get('refused'):
-            problems.append('%s: not lifted, changed since the lockout (force=true lifts it anyway): %s'
-                            % (r['user'], '; '.join(r['refused'])))
+    sshd_bin = module.get_bin_path('sshd', opt_dirs=SSHD_DIRS)
+    why = refusal(targets, absent, p['protected_users'], sshd_bin, state=p['state'])
+    if why:
+        module.fail_json(msg=why)
+    result, problems = run_lockout(module.run_command, sshd_bin, p['sshd_config'], targets, absent, state=p['state'],
+                                   reason=p['reason'], persistence=p['persistence'], force=p['force'],
+                                   check_mode=module.check_mode, diff=module._diff)
     if problems:
         module.fail_json(msg='; '.join(problems), **result)
     module.exit_json(**result)

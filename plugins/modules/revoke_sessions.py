@@ -40,7 +40,9 @@ description:
     process is judged on what could be read, flagged in RV(unreadable), and ended with the rest.
   - The module's own process and its ancestors (the Ansible connection, which may belong to the revoked user) are
     never signalled; they are listed in RV(spared).
-  - This module does not revoke credentials. Revoke them first, or the user can reconnect in the gap.
+  - This module does not revoke credentials. Revoke them first, or the user can reconnect in the gap. With
+    O(lockout) the same run first closes the door on the host, exactly as M(sessionguard.mosh.lockout) with
+    O(sessionguard.mosh.lockout#module:state=present) does, and then ends the sessions - one module run per host.
 author:
   - sessionguard maintainers (@sessionguard)
 extends_documentation_fragment:
@@ -52,7 +54,10 @@ attributes:
     details:
       - Reports exactly what would be signalled and signals nothing.
   diff_mode:
-    support: none
+    support: partial
+    details:
+      - With O(lockout), shows the lockout's changes as M(sessionguard.mosh.lockout) does; the processes ended are
+        in the result, not in the diff.
   platform:
     platforms: linux
 options:
@@ -170,7 +175,37 @@ options:
         all.
     type: int
     default: 90
+  lockout:
+    description:
+      - Lock the users out of the host before their sessions end, in this same run, exactly as
+        M(sessionguard.mosh.lockout) with O(sessionguard.mosh.lockout#module:state=present) does, with O(reason) and
+        O(allow_system_users). Not given, nothing is locked out. Give V({}) for the defaults.
+      - A protected user, a task not run as root, or a host without sshd fails before anything changes.
+      - A lockout that fails part-way (a configuration that does not validate, a door still open, an error) does not
+        stop the kill; the sessions still end, and the task fails at the end naming the lockout's problems with any
+        survivors. See RV(lockout).
+      - Lift the lockout with M(sessionguard.mosh.lockout) and O(sessionguard.mosh.lockout#module:state=absent).
+    type: dict
+    suboptions:
+      persistence:
+        description: As O(sessionguard.mosh.lockout#module:persistence).
+        type: str
+        choices: [report, disable]
+        default: report
+      protected_users:
+        description:
+          - Users never locked out; naming one in O(users) fails before anything changes, as
+            O(sessionguard.mosh.lockout#module:protected_users).
+          - The user who logged in to run this task (its audit loginuid, and C(SUDO_UID)) is always protected.
+        type: list
+        elements: raw
+        default: []
+      sshd_config:
+        description: sshd's main configuration file; the drop-in goes in the C(sshd_config.d) directory next to it.
+        type: path
+        default: /etc/ssh/sshd_config
 seealso:
+  - module: sessionguard.mosh.lockout
   - module: sessionguard.mosh.session_facts
   - module: sessionguard.mosh.revocation_log
 """
@@ -193,6 +228,15 @@ EXAMPLES = r"""
 - name: Show what would end
   ansible.builtin.debug:
     msg: "{{ preview.sessions | map(attribute='leader_pid') | list }}"
+
+- name: Lock bob out and end everything he runs, in one run on the host
+  sessionguard.mosh.revoke_sessions:
+    users: [bob]
+    scope: all
+    reason: offboarding ticket SEC-1234
+    lockout:
+      protected_users: "{{ [ansible_user] }}"
+  become: true
 
 - name: Cut off a user with a warning on their terminals
   sessionguard.mosh.revoke_sessions:
@@ -388,6 +432,40 @@ syslog_lines:
   returned: always
   type: int
   sample: 1
+lockout:
+  description:
+    - With O(lockout), the lockout's own result, as M(sessionguard.mosh.lockout) returns it - RV(lockout.users),
+      RV(lockout.absent_users), RV(lockout.pam), RV(lockout.sshd), RV(lockout.errors), RV(lockout.changed).
+    - When the lockout did not complete, V(failed) is true and V(msg) says why; the sessions were ended anyway. A
+      lockout that stopped part-way on an error gives only V(changed), V(errors), V(failed) and V(msg).
+  returned: when O(lockout) is given
+  type: dict
+  contains:
+    users:
+      description: Per user named, what was closed, what was already closed, what stayed open, the notes and the
+        persistence found, as RV(sessionguard.mosh.lockout#module:users).
+      type: list
+      elements: dict
+    absent_users:
+      description: Names in O(users) with no account on this host.
+      type: list
+      elements: str
+    pam:
+      description: The PAM deny entry, as RV(sessionguard.mosh.lockout#module:pam).
+      type: dict
+    sshd:
+      description: The drop-in and sshd's reload, as RV(sessionguard.mosh.lockout#module:sshd).
+      type: dict
+    errors:
+      description: What failed on the host (a configuration that does not validate, a reload that failed).
+      type: list
+      elements: str
+    changed:
+      description: Whether the lockout changed anything on the host (or would, in check mode).
+      type: bool
+  sample: {changed: true, users: [{user: bob, uid: 1001, found: true, closed: [deny list, sshd DenyUsers], already_closed: [],
+           open: [], notes: []}], absent_users: [], errors: [], pam: {present: true, changed: true},
+           sshd: {dropin_changed: true, reloaded: true}}
 evidence:
   description:
     - The forensic snapshot, in a few fields whatever the number of processes; the file holds the full list.
@@ -437,7 +515,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.sessionguard.mosh.plugins.module_utils._evidence import Evidence, new_run_id, run_id_error
-
+from ansible_collections.sessionguard.mosh.plugins.module_utils._lockout import PERSISTENCE, SSHD_DIRS, refusal, run_lockout
 from ansible_collections.sessionguard.mosh.plugins.module_utils._revoke import SCOPES, revoke
 from ansible_collections.sessionguard.mosh.plugins.module_utils._users import UserError, resolve
 
@@ -460,6 +538,11 @@ def main():
             evidence_timeout=dict(type='float', default=5),
             evidence_environ=dict(type='bool', default=False),
             evidence_keep_days=dict(type='int', default=90),
+            lockout=dict(type='dict', options=dict(
+                persistence=dict(type='str', choices=list(PERSISTENCE), default='report'),
+                protected_users=dict(type='list', elements='raw', default=[]),
+                sshd_config=dict(type='path', default='/etc/ssh/sshd_config'),
+            )),
         ),
         supports_check_mode=True,
     )
@@ -489,6 +572,21 @@ def main():
         module.fail_json(msg='revoke_sessions must run as root (become: true) to end sessions of other users: %s'
                          % ', '.join(others))
 
+    door, locked, door_problems = p['lockout'], None, []
+    if door is not None:
+        sshd_bin = module.get_bin_path('sshd', opt_dirs=SSHD_DIRS)
+        why = refusal(targets, absent, door['protected_users'], sshd_bin)
+        if why:
+            module.fail_json(msg=why)
+        # The door closes first, so that nobody logs in again while the sessions end. A lockout that fails part-way
+        # does not stop the kill: ending the sessions matters most; the task fails at the end, naming both.
+        locked, door_problems = run_lockout(module.run_command, sshd_bin, door['sshd_config'], targets, absent,
+                                            reason=p['reason'], persistence=door['persistence'],
+                                            check_mode=module.check_mode, diff=module._diff)
+        if door_problems:
+            # As the lockout module would have failed, so that a reader of RV(lockout) sees it failed and why.
+            locked.update(failed=True, msg='; '.join(door_problems))
+
     evidence = None
     if p['evidence']:
         evidence = Evidence(run_id, reason=p['reason'], directory=p['evidence_dir'], timeout=p['evidence_timeout'],
@@ -500,6 +598,12 @@ def main():
                     syslog=p['syslog'] and not module.check_mode)
     result['absent_users'] = absent + result['absent_users']
     result['changed'] = result['totals']['processes'] > 0
+    if locked is not None:
+        diff = locked.pop('diff', None)
+        if diff is not None:
+            result['diff'] = diff
+        result['lockout'] = locked
+        result['changed'] = result['changed'] or bool(locked.get('changed'))
     if result['spared']:
         module.warn('%d process(es) of the revoked sessions run this task and were left running: %s'
                     % (len(result['spared']), ', '.join(str(e['pid']) for e in result['spared'])))
@@ -508,14 +612,17 @@ def main():
         module.warn('the forensic snapshot is %s: %s' % ('missing' if ev['missing'] else 'incomplete', ev['reason']))
     for entry in result['unreadable']:
         module.warn('pid %d was judged without its binary: %s' % (entry['pid'], entry['reason']))
+    failures = ['lockout: %s' % '; '.join(door_problems)] if door_problems else []
     if 'aborted' in result:
         a = result['aborted']
-        module.fail_json(msg='revocation failed at stage %s (%s); finished anyway: %d process(es) killed, %d thawed'
-                         % (a['stage'], a['error'], a['killed_count'], a['thawed_count']), **result)
-    if result['survivors']:
-        module.fail_json(msg='%d process(es) survived revocation: %s' % (
+        failures.append('revocation failed at stage %s (%s); finished anyway: %d process(es) killed, %d thawed'
+                        % (a['stage'], a['error'], a['killed_count'], a['thawed_count']))
+    elif result['survivors']:
+        failures.append('%d process(es) survived revocation: %s' % (
             result.get('survivor_count', len(result['survivors'])),
-            ', '.join(str(e['pid']) for e in result['survivors'])), **result)
+            ', '.join(str(e['pid']) for e in result['survivors'])))
+    if failures:
+        module.fail_json(msg='; '.join(failures), **result)
     module.exit_json(**result)
 
 

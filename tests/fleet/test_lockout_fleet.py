@@ -17,6 +17,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+from xml.etree import ElementTree
 
 import pytest
 
@@ -497,3 +498,72 @@ def test_directory_users_are_locked_out_on_every_host_and_let_back(logins, direc
                 host.run(['rm', '-rf', '--one-file-system', u.home])
                 if os.path.exists(host.path(os.path.join(AKC_DIR, u.name))):
                     os.unlink(host.path(os.path.join(AKC_DIR, u.name)))
+
+
+def junit_cases(directory):
+    """Each host's tasks in the order they started, from ansible-core's junit callback: (host, play, task, file:line,
+    the host's result; None when it failed or was skipped)."""
+    [name] = os.listdir(directory)
+    cases = []
+    for case in ElementTree.parse(os.path.join(directory, name)).getroot().iter('testcase'):
+        host, rest = re.match(r'\[([^\]]+)\] (.*)$', case.get('name')).groups()
+        play, task = rest.split(': ', 1)
+        task = task.replace('sessionguard.mosh.revoke : ', '', 1)   # a role's task is named after the role too
+        if host == 'include':   # an include_role, recorded once for the hosts it was included for
+            continue
+        out = case.find('system-out')
+        cases.append((host, play, task, case.get('classname'), json.loads(out.text) if out is not None else None))
+    return cases
+
+
+def test_the_revoke_playbook_kills_in_one_module_run_per_host_before_it_verifies_any(
+        logins, clean_door, sg_scope, user_factory, mosh_session_factory, bystander_factory):
+    """Before any host is verified, each host gets exactly one module run, which closes the door and then kills."""
+    fleet = logins
+    user = user_factory()
+    sessions = dict((h.name, mosh_session_factory(user, h)) for h in fleet.hosts)
+    bystanders = [bystander_factory(h) for h in fleet.hosts]
+    junit = os.path.join(sg_scope.dir, 'junit')
+    os.makedirs(junit)
+
+    run = fleet.playbook([{'ansible.builtin.import_playbook': 'sessionguard.mosh.revoke'}],
+                         extra_vars={'revoke_users': [user.name], 'revoke_reason': 'one round trip',
+                                     'revoke_grace_period': 2},
+                         env={'ANSIBLE_CALLBACKS_ENABLED': 'ansible.builtin.tree,ansible.builtin.junit',
+                              'JUNIT_OUTPUT_DIR': junit, 'JUNIT_HIDE_TASK_ARGUMENTS': 'true'})
+
+    assert run.rc == 0, run.describe()
+    cases = junit_cases(junit)
+    plays = []
+    for _h, play, _t, _c, _r in cases:
+        if play not in plays:
+            plays.append(play)
+    assert plays == ['Refuse a bad revocation before anything changes on any host',
+                     "Close the door and end the users' sessions", 'Verify, judge and record each host',
+                     'Summarize the revocation across hosts'], plays
+    # The first play is the playbook's include of the role's refuse.yml and what that file holds (assertions and the
+    # run id, on the controller alone).
+    first = [(task, where) for _h, play, task, where, _r in cases if play == plays[0]]
+    assert all('/playbooks/revoke.yml:' in where or '/roles/revoke/tasks/refuse.yml:' in where
+               for _t, where in first), first
+    # Then one task, one module run per host: the door and the kill together.
+    kill = [c for c in cases if c[1] == plays[1]]
+    assert sorted(c[0] for c in kill) == sorted(h.name for h in fleet.hosts), kill
+    for host, _p, task, where, result in kill:
+        assert task == 'Close the door on the users and end their sessions' and '/roles/revoke/tasks/end.yml:' in where
+        assert 'deny list' in result['lockout']['users'][0]['closed'], (host, result['lockout'])
+        assert result['totals']['sessions'] == 1 and result['survivors'] == [], (host, result['totals'])
+    # Only after every host's kill: the audit, the verdict and the record, in a play of their own.
+    first_audit = min(i for i, c in enumerate(cases) if c[2] == 'Audit what is left of the users')
+    assert max(i for i, c in enumerate(cases) if c[1] == plays[1]) < first_audit
+    lines = summary(run)
+    for host in fleet.hosts:
+        assert lines[host.name].startswith('revoked - 1 session(s)') and '; door: ' in lines[host.name], lines
+        assert sessions[host.name].wait_client_exit() == 0, host.name
+        assert user.on(host).processes() == [], host.name
+        assert deny_list(host) == [user.name], host.name
+        assert_out(host, user, sg_scope.dir, password=False)
+    for b in bystanders:
+        assert b.user.host.sshd.run_as(b.user, 'true', check=False).returncode == 0
+        b.assert_untouched()
+    assert run_playbook(fleet, 'restore', {'restore_users': [user.name]}).rc == 0

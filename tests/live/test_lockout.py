@@ -319,6 +319,98 @@ def test_a_broken_sshd_config_fails_the_host_but_the_rest_of_the_lockout_happens
     bystander.assert_untouched()
 
 
+def revoke_with_lockout(host, user, **lockout):
+    """revoke_sessions closing the door in the same run: one module execution ends the sessions after the lockout."""
+    lockout.setdefault('sshd_config', host.sshd.config_path)
+    return host.target.run('revoke_sessions', {'users': [user.name], 'scope': 'all', 'grace_period': 3,
+                                               'reason': 'test offboarding', 'lockout': lockout})
+
+
+def test_revoke_sessions_with_lockout_closes_the_door_and_ends_the_session_in_one_run(host, sg_scope, bystander):
+    user = user_with_password(sg_scope)
+    keys = os.path.join(user.home, '.ssh', 'authorized_keys')
+    session = sg_scope.mosh(user, sshd=host.sshd)
+    server = session.server
+
+    result = ok(revoke_with_lockout(host, user))
+
+    assert result['changed'] is True
+    [r] = result['lockout']['users']
+    assert set(r['closed']) >= {'deny list', 'sshd DenyUsers', 'account expiry (was never)',
+                                'key file %s moved to the quarantine' % keys}
+    assert r['open'] == [] and result['lockout']['errors'] == [] and result['lockout']['changed'] is True
+    assert result['survivors'] == [] and result['totals']['processes'] >= 2
+    assert server.pid in [s['leader_pid'] for s in result['sessions'] if s['kind'] == 'mosh']
+    # The session ended (the client got mosh's clean shutdown) and nothing of the user is left.
+    assert session.wait_client_exit() == 0
+    assert not server.alive() and user.processes() == []
+    # And the door is closed on the host, as the lockout module would have closed it.
+    assert read_deny() == [user.name] and host.dropin() == [user.name] and not os.path.exists(keys)
+    assert shadow_field(sg_scope.fleet.hosts[0], user.name) == '1'
+    assert_refused(host, user)
+    assert_logs_in(host, bystander.user, password=False)
+    bystander.assert_untouched()
+    facts = host.target.run('session_facts', {'users': [user.name]})
+    [entry] = [e for e in facts['ansible_facts']['sessionguard_lockouts'] if e['user'] == user.name]
+    assert entry['reason'] == 'test offboarding'
+
+    ok(host.restore([user.name]))
+    assert read_deny() == [] and host.dropin() is None
+    assert_logs_in(host, user)
+    bystander.assert_untouched()
+
+
+def test_revoke_sessions_ends_the_session_even_when_the_lockout_fails_part_way(host, sg_scope, bystander):
+    user = user_with_password(sg_scope)
+    broken = os.path.join(host.sshd.dropin_dir, 'zz-broken.conf')
+    sshd_pid, sshd_start = host.sshd.pid, host.sshd.starttime
+    session = sg_scope.mosh(user, sshd=host.sshd)
+    server = session.server
+    with open(broken, 'w') as f:
+        f.write('NoSuchOption yes\n')
+    try:
+        result = revoke_with_lockout(host, user)
+
+        # The task fails, naming the lockout's problem...
+        assert result['failed']
+        assert result['msg'].startswith('lockout: ') and 'NoSuchOption' in result['msg'] \
+            and 'does not validate' in result['msg'], result['msg']
+        assert result['lockout']['failed'] and 'does not validate' in result['lockout']['msg']
+        [r] = result['lockout']['users']
+        assert 'deny list' in r['closed'] and 'sshd DenyUsers' not in r['closed']
+        # ...but the kill went on, and every result key is there.
+        assert result['totals']['processes'] >= 2 and result['survivors'] == []
+        assert server.pid in [s['leader_pid'] for s in result['sessions'] if s['kind'] == 'mosh']
+        assert session.wait_client_exit() == 0
+        assert not server.alive() and user.processes() == []
+        # What could be closed was: the deny list holds without the drop-in, and sshd was neither reloaded nor stopped.
+        assert host.dropin() is None and read_deny() == [user.name]
+        assert host.sshd.running() and (host.sshd.pid, host.sshd.starttime) == (sshd_pid, sshd_start)
+        assert_refused(host, user)
+        assert_logs_in(host, bystander.user, password=False)
+    finally:
+        os.unlink(broken)
+    ok(host.restore([user.name]))
+    assert_logs_in(host, user)
+    bystander.assert_untouched()
+
+
+def test_revoke_sessions_refuses_a_protected_user_before_closing_the_door_or_killing(host, sg_scope, bystander):
+    user = user_with_password(sg_scope)
+    keys = os.path.join(user.home, '.ssh', 'authorized_keys')
+    session = sg_scope.mosh(user, sshd=host.sshd)
+    watched = [PAM, '/etc/shadow', keys, host.sshd.dropin_dir, STATE]
+    before = tree_state(watched)
+
+    refused = revoke_with_lockout(host, user, protected_users=[user.name])
+
+    assert refused['failed'] and "%r is protected (named in protected_users)" % user.name in refused['msg']
+    assert 'totals' not in refused
+    assert tree_state(watched) == before
+    assert session.server.alive() and session.client_exit_status() is None
+    bystander.assert_untouched()
+
+
 def crontab(user):
     return subprocess.run(['crontab', '-l', '-u', user.name], capture_output=True, text=True, check=False)
 
