@@ -5,7 +5,7 @@ up under the machine-wide lock (held for that size only, then the fleet is broug
 alternating, a fresh user gets ``SESSIONS`` real mosh sessions (through sshd, clients in tmux) on every host and
 is then ended by
 
-  * ``ansible-playbook sessionguard.mosh.revoke -e revoke_users=[USER]`` (lockout, kill, verify, summary), or
+  * ``ansible-playbook sessionguard.mosh.revoke -e revoke_users=[USER]`` (door and kill, verify, summary), or
   * ``ansible fleet -b -m ansible.builtin.command -a 'pkill -KILL -u USER'``,
 
 both with ``--forks`` forks and pipelining. Time-to-dead is watched from outside the hosts: from the start of the

@@ -260,7 +260,7 @@ def awx_parts(series):
     ``startup``  ansible-playbook until its first connection (no host matched: parsing, roles, plugins);
     ``dead``     one host's time from its first connection to its last process gone (the 1-host runs: the
                  machine's CPUs idle but for that host, so this is latency, not CPU queueing);
-    ``full``     one host's whole run (lockout, kill, verify, summary) likewise;
+    ``full``     one host's whole run (door and kill, verify, summary) likewise;
     ``cpu``      controller CPU per host (ansible, its forks and ssh), median over the runs of 5 hosts and more.
     """
     if ('fleet-startup',) not in series.samples or ('fleet-1', 'revoke', 'dead') not in series.samples:
