@@ -263,6 +263,14 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         last[0] = fresh
         return _tied_in(fresh, plan, uids, scope, kill_other_uids, exclude, judge)
 
+    def catch_up():
+        # What forked between the snapshot and the freeze has a PID the snapshot did not list (a listed PID is the
+        # same process, frozen by identity, or gone), and is tied by what it inherited: its UID, audit session,
+        # session id. Only those PIDs are read; a new login's own session is left to the chase's full rescans.
+        known = last[0].procs
+        fresh = Snapshot(reader, pids=[pid for pid in reader.list_pids() if pid not in known], uids=uids)
+        return [p for p in fresh.procs.values() if plan.tied(p)]
+
     def verify():
         return _tied_in(Snapshot(reader, uids=uids), plan, uids, scope, kill_other_uids, exclude, judge)
 
@@ -274,7 +282,7 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
         if evidence.prepare():
             inspect = evidence.collect
     message = Notice(notice) if notice else None
-    engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect,
+    engine = Engine(grace_period, rescan, verify=verify, root=root, probe=probe, inspect=inspect, catch_up=catch_up,
                     **(engine_options or {}))
     try:
         handles = engine.run(procs, graceful=plan.graceful(), term_all=term_all,

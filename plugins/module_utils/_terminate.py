@@ -243,7 +243,9 @@ class Engine(object):
 
     ``grace_period``  seconds the mosh servers get between SIGTERM and SIGKILL, so their clients hear mosh's
                       clean shutdown; everything else of the set is killed while frozen.
-    ``rescan()``      the Procs tied to the revocation in a fresh snapshot (catch-up, kill and chase rounds).
+    ``rescan()``      the Procs tied to the revocation in a fresh snapshot (kill and chase rounds).
+    ``catch_up()``    the Procs tied to the revocation that appeared since the snapshot, for the catch-up between
+                      the freeze and the notice (``rescan`` if not given).
     ``verify()``      the tied Procs still alive in a last full scan: the verdict (``rescan`` if not given).
     ``probe(pid)``    the Proc at ``pid`` when it is tied to the revocation, else None: checks the newest PIDs
                       for a fork-hopper between scans (None: no probing).
@@ -256,8 +258,9 @@ class Engine(object):
     """
 
     def __init__(self, grace_period, rescan, verify=None, root=PROC, prefer_cgroup=True, chase=CHASE_SECONDS,
-                 watchdog=True, probe=None, inspect=None):
+                 watchdog=True, probe=None, inspect=None, catch_up=None):
         _raise_fd_limit()
+        self.catch_up = catch_up or rescan
         self.inspect = inspect
         self.grace = grace_period
         self.rescan = rescan
@@ -361,7 +364,7 @@ class Engine(object):
             deadline = time.monotonic() + self.chase
             if not graceful and notify is None and self.inspect is None:
                 deadline = 0
-            while time.monotonic() < deadline and (self._adopt(self.rescan(), graceful)
+            while time.monotonic() < deadline and (self._adopt(self.catch_up(), graceful)
                                                    or self._catch_newest()[1]):
                 pass
             self.freezer.settle()
