@@ -266,7 +266,8 @@ def revoke(targets, scope='mosh', grace_period=5.0, notice=None, check_mode=Fals
     def catch_up():
         # What forked between the snapshot and the freeze has a PID the snapshot did not list (a listed PID is the
         # same process, frozen by identity, or gone), and is tied by what it inherited: its UID, audit session,
-        # session id. Only those PIDs are read; a new login's own session is left to the chase's full rescans.
+        # session id. Only those PIDs are read. A new login has none of these but its UID: scope all ties it by
+        # that; in the other scopes the chase's full rescans find its session.
         known = last[0].procs
         fresh = Snapshot(reader, pids=[pid for pid in reader.list_pids() if pid not in known], uids=uids)
         return [p for p in fresh.procs.values() if plan.tied(p)]

@@ -303,8 +303,9 @@ class Engine(object):
 
     def _catch_newest(self, quiet=0.1, limit=2.0):
         """Catch fork-hoppers (see ``watch_newest``): probe the newest PIDs until no new tied process has shown
-        for ``quiet`` seconds (at most ``limit``). Returns (handles adopted, Procs of the new tied processes seen): adopted means frozen on
-        arrival, and once one incarnation is in a frozen group every child it forks is born there.
+        for ``quiet`` seconds (at most ``limit``). Returns (handles adopted, Procs of the new tied processes seen):
+        adopted means frozen on arrival, and once one incarnation is in a frozen group every child it forks is born
+        there.
         """
         caught, seen = [], []
         if self.probe is None:
@@ -337,9 +338,8 @@ class Engine(object):
 
         ``sweep_reaches_all``: ``sweep()`` signals every process of the set and whatever they fork, atomically
         against fork. Then there is no chase: whatever tied the verdict's scan still finds is ended (with another
-        sweep) and scanned for again, a few rounds at most. The
-        verdict still watches the newest PIDs: a fork-hopper is in no scan, so the set cannot tell whether one that
-        the sweep cannot reach is about.
+        sweep) and scanned for again, a few rounds at most. The verdict still watches the newest PIDs: a
+        fork-hopper is in no scan, so the set cannot tell whether one that the sweep cannot reach is about.
 
         When nothing happens between the freeze and the kill (no graceful process, no notice, no inspection),
         nothing can take advantage of a process left unfrozen, and the catch-up scan before the kill is skipped:
